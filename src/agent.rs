@@ -1,0 +1,413 @@
+//! The lifecycle: poll → translate → push every interval, delete the group at the end.
+//!
+//! Cycles never overlap and do not drift (a fixed-rate ticker that skips missed ticks).
+//! The blocking ZeroMQ poll runs off the async runtime, so a signal is handled at once even
+//! while a poll or push is stuck. Logs are one line per state change (server lost, server
+//! back, pushes failing, pushes working again), never one per failed cycle.
+//!
+//! This module wires the others together; it holds no protocol, naming or HTTP detail.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session};
+use crate::config::{Resolved, ServerLocation, Settings};
+use crate::sinks::pushgateway::{self, GroupingKey, PushError, Pushgateway};
+use crate::translate::{self, AgentStats};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The grouping key of a job: `job`, `slurm_job_id`, `cluster` when known, then the
+/// configured static labels (sorted).
+pub fn grouping_key(settings: &Settings, job_id: &str) -> GroupingKey {
+    let mut labels = vec![("slurm_job_id".to_string(), job_id.to_string())];
+    if let Some(c) = &settings.cluster {
+        labels.push(("cluster".to_string(), c.clone()));
+    }
+    labels.extend(settings.labels.iter().cloned());
+    GroupingKey::new(&settings.job, labels)
+}
+
+fn session(settings: &Settings) -> Session {
+    let location = match &settings.server {
+        ServerLocation::Endpoint(e) => Location::Endpoint(e.clone()),
+        ServerLocation::ConnectionInfo { path, port } => Location::ConnectionInfo {
+            path: path.clone(),
+            port: *port,
+        },
+    };
+    let opts = ClientOptions {
+        timeout: settings.arkouda_timeout,
+        user: settings.arkouda_user.clone(),
+        token: settings.arkouda_token.clone(),
+        max_reply_bytes: settings.max_reply_bytes,
+    };
+    let release = settings.arkouda_release.as_deref().and_then(Release::parse);
+    Session::new(location, opts, release)
+}
+
+pub fn pushgateway(settings: &Settings) -> Result<Pushgateway, PushError> {
+    Pushgateway::new(pushgateway::Options {
+        url: settings.pushgateway.clone(),
+        timeout: settings.push_timeout,
+        username: settings.pushgateway_username.clone(),
+        password: settings.pushgateway_password.clone(),
+        bearer_token: settings.pushgateway_bearer_token.clone(),
+        ca_file: settings.pushgateway_ca_file.clone(),
+        user_agent: format!("arkouda-push-agent/{VERSION}"),
+    })
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The state of one end, for logging only its changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EndState {
+    Unknown,
+    Up,
+    Down(String),
+}
+
+/// What one cycle achieved.
+pub struct Outcome {
+    pub polled: bool,
+    pub pushed: bool,
+}
+
+pub struct Agent {
+    settings: Settings,
+    key: GroupingKey,
+    pgw: Pushgateway,
+    ctx: translate::Context,
+    stats: AgentStats,
+    /// Taken while a poll runs on the blocking pool; rebuilt if that task is lost.
+    session: Option<Session>,
+    body: String,
+    server: EndState,
+    push: EndState,
+    reported_unknown: HashSet<String>,
+}
+
+impl Agent {
+    pub fn new(settings: Settings, job_id: &str) -> Result<Agent, PushError> {
+        let pgw = pushgateway(&settings)?;
+        Ok(Agent {
+            key: grouping_key(&settings, job_id),
+            ctx: translate::Context {
+                server_name: settings.server_name.clone(),
+                job_user: settings.job_user.clone(),
+                partition: settings.partition.clone(),
+                legacy_names: settings.legacy_names,
+            },
+            stats: AgentStats {
+                version: VERSION.to_string(),
+                ..AgentStats::default()
+            },
+            session: Some(session(&settings)),
+            pgw,
+            settings,
+            body: String::new(),
+            server: EndState::Unknown,
+            push: EndState::Unknown,
+            reported_unknown: HashSet::new(),
+        })
+    }
+
+    pub fn key(&self) -> &GroupingKey {
+        &self.key
+    }
+
+    async fn poll(&mut self) -> Result<Poll, PollError> {
+        let mut session = self
+            .session
+            .take()
+            .unwrap_or_else(|| session(&self.settings));
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = session.poll();
+            (session, r)
+        })
+        .await;
+        match joined {
+            Ok((session, result)) => {
+                self.session = Some(session);
+                result
+            }
+            // The poll task panicked or was cancelled: start over with a fresh session.
+            Err(e) => Err(PollError::NoConnectionInfo {
+                path: Default::default(),
+                reason: format!("internal error in the poll task: {e}"),
+            }),
+        }
+    }
+
+    fn note_poll(&mut self, result: &Result<Poll, PollError>) {
+        match result {
+            Ok(p) => {
+                self.stats.last_success_timestamp_seconds = unix_now();
+                self.stats.skipped_records_total += p.records.skipped;
+                for what in &p.records.unknown_names {
+                    if self.reported_unknown.insert(what.clone()) {
+                        tracing::warn!(what = %what, "skipping what this agent does not know in the metrics reply (counted in arkouda_agent_skipped_records_total)");
+                    }
+                }
+                if self.server != EndState::Up {
+                    let endpoint = self
+                        .session
+                        .as_ref()
+                        .map(|s| s.endpoint().to_string())
+                        .unwrap_or_default();
+                    tracing::info!(
+                        endpoint = %endpoint,
+                        release = %p.release.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into()),
+                        locales = p.server_info.as_ref().map_or(0, |i| i.number_of_locales),
+                        "Arkouda metrics server is answering"
+                    );
+                    self.server = EndState::Up;
+                }
+            }
+            Err(e) => {
+                self.stats.poll_errors_total += 1;
+                let state = EndState::Down(e.kind().to_string());
+                if self.server != state {
+                    if self.server == EndState::Up {
+                        tracing::warn!(error = %e, "Arkouda metrics server lost; pushing arkouda_up 0 until it answers again");
+                    } else {
+                        tracing::warn!(error = %e, "waiting for the Arkouda metrics server; pushing arkouda_up 0 meanwhile");
+                    }
+                    self.server = state;
+                }
+            }
+        }
+    }
+
+    fn note_push(&mut self, result: &Result<(), PushError>) {
+        match result {
+            Ok(()) => {
+                if self.push != EndState::Up {
+                    tracing::info!(pushgateway = %self.pgw.url(), group = %self.key.path(), "pushing to the Pushgateway");
+                    self.push = EndState::Up;
+                }
+            }
+            Err(e) => {
+                self.stats.push_errors_total += 1;
+                let state = EndState::Down(e.kind());
+                if self.push != state {
+                    tracing::warn!(error = %e, "cannot push to the Pushgateway; retrying every cycle");
+                    self.push = state;
+                }
+            }
+        }
+    }
+
+    /// Polls and renders the exposition text into `self.body`.
+    async fn poll_and_render(&mut self) -> bool {
+        let started = Instant::now();
+        let result = self.poll().await;
+        self.stats.poll_duration_seconds = started.elapsed().as_secs_f64();
+        self.note_poll(&result);
+        let ok = result.is_ok();
+        let (records, info) = match &result {
+            Ok(p) => (Some(p.records.records.as_slice()), p.server_info.as_deref()),
+            Err(_) => (None, None),
+        };
+        let families = translate::families(
+            &translate::Snapshot {
+                records,
+                server_info: info,
+                agent: &self.stats,
+            },
+            &self.ctx,
+        );
+        if let Err(e) = translate::encode_text(&families, &mut self.body) {
+            // Only a bug in the fixed metric table can get here.
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        ok
+    }
+
+    /// One cycle: poll, translate, push (retrying until `deadline`).
+    pub async fn cycle(&mut self, deadline: Instant) -> Outcome {
+        let polled = self.poll_and_render().await;
+        let deadline = deadline.max(Instant::now() + self.settings.push_timeout);
+        let body = Bytes::from(self.body.clone().into_bytes());
+        let result = self.pgw.push(&self.key, body, deadline).await;
+        self.note_push(&result);
+        Outcome {
+            polled,
+            pushed: result.is_ok(),
+        }
+    }
+
+    /// The exposition text of one poll, without pushing.
+    pub async fn render_once(&mut self) -> (bool, &str) {
+        let ok = self.poll_and_render().await;
+        (ok, &self.body)
+    }
+
+    /// Deletes this job's group, retrying until `timeout` has passed.
+    pub async fn delete_group(&self, timeout: Duration) -> Result<(), PushError> {
+        self.pgw.delete(&self.key, Instant::now() + timeout).await
+    }
+}
+
+/// `run`: cycles until `shutdown` fires, then deletes the group within the deadline.
+pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let job_id = settings.require_job_id()?.to_string();
+    let interval = settings.interval;
+    let shutdown_timeout = settings.shutdown_timeout;
+    let mut agent = Agent::new(settings, &job_id)?;
+    tracing::info!(
+        version = VERSION,
+        group = %agent.key().path(),
+        interval = %humantime::format_duration(interval),
+        "agent started"
+    );
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    while !*shutdown.borrow() {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = ticker.tick() => {}
+        }
+        let deadline = Instant::now() + interval;
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = agent.cycle(deadline) => {}
+        }
+    }
+    tracing::info!(group = %agent.key().path(), "stopping: deleting the job's group");
+    agent
+        .delete_group(shutdown_timeout)
+        .await
+        .with_context(|| format!("could not delete group {} within {shutdown_timeout:?}; `arkouda-push-agent delete --job-id {job_id}` removes it", agent.key().path()))?;
+    tracing::info!("group deleted; exiting");
+    Ok(())
+}
+
+/// `once`: one poll and push (or print, with `dry_run`). Ok(false) when either end failed.
+pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
+    let job_id = settings.require_job_id()?.to_string();
+    let timeout = settings.push_timeout;
+    let mut agent = Agent::new(settings, &job_id)?;
+    if dry_run {
+        let (ok, body) = agent.render_once().await;
+        print!("{body}");
+        return Ok(ok);
+    }
+    let outcome = agent.cycle(Instant::now() + timeout).await;
+    Ok(outcome.polled && outcome.pushed)
+}
+
+/// `delete --job-id`: deletes every group of this job (any other grouping labels) that the
+/// Pushgateway holds. Returns how many it deleted.
+pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
+    let job_id = settings.require_job_id()?;
+    let pgw = pushgateway(settings)?;
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    let groups = pgw.groups(deadline).await?;
+    let mut deleted = 0;
+    for g in groups {
+        let label = |name: &str| {
+            g.labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if label("job") != Some(settings.job.as_str()) || label("slurm_job_id") != Some(job_id) {
+            continue;
+        }
+        let key = GroupingKey::new(&settings.job, g.labels.clone());
+        pgw.delete(&key, deadline).await?;
+        println!("deleted {}", key.path());
+        deleted += 1;
+    }
+    if deleted == 0 {
+        println!("no group of job {job_id} in {}", pgw.url());
+    }
+    Ok(deleted)
+}
+
+/// `check`: prints the resolved configuration, then tries both ends.
+pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
+    for line in resolved.describe() {
+        println!("{line}");
+    }
+    let job_id = settings.job_id.clone().unwrap_or_else(|| "(unset)".into());
+    println!("grouping key: {}", grouping_key(&settings, &job_id).path());
+
+    let mut s = session(&settings);
+    let polled = tokio::task::spawn_blocking(move || {
+        let r = s.poll();
+        (s.endpoint().to_string(), r)
+    })
+    .await;
+    let arkouda_ok = match polled {
+        Ok((endpoint, Ok(p))) => {
+            println!(
+                "arkouda: OK {endpoint}, release {}, {} locales, {} records",
+                p.release
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                p.server_info.as_ref().map_or(0, |i| i.number_of_locales),
+                p.records.records.len()
+            );
+            true
+        }
+        Ok((_, Err(e))) => {
+            println!("arkouda: FAILED: {e}");
+            false
+        }
+        Err(e) => {
+            println!("arkouda: FAILED: {e}");
+            false
+        }
+    };
+    let pushgateway_ok = match pushgateway(&settings) {
+        Ok(pgw) => match pgw.ready(Instant::now() + settings.push_timeout).await {
+            Ok(()) => {
+                println!("pushgateway: OK {}", pgw.url());
+                true
+            }
+            Err(e) => {
+                println!("pushgateway: FAILED: {e}");
+                false
+            }
+        },
+        Err(e) => {
+            println!("pushgateway: FAILED: {e}");
+            false
+        }
+    };
+    arkouda_ok && pushgateway_ok
+}
+
+/// SIGTERM or SIGINT once: `shutdown` becomes true (clean stop). A second one: exit at once.
+pub fn shutdown_signal() -> std::io::Result<watch::Receiver<bool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let (tx, rx) = watch::channel(false);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = false;
+            for sig in signals.forever() {
+                if seen {
+                    eprintln!("arkouda-push-agent: second signal, exiting at once without cleanup");
+                    std::process::exit(128 + sig);
+                }
+                seen = true;
+                let _ = tx.send(true);
+            }
+        })?;
+    Ok(rx)
+}

@@ -1,0 +1,591 @@
+//! The Arkouda wire format: request JSON, reply JSON, metric records, SERVER_INFO,
+//! `getconfig` and the connection-info file, for every release since metrics appeared
+//! (v2022.08.15). Pure functions over strings and bytes: no sockets here.
+//!
+//! Release differences are absorbed here and nowhere else: bare-string `args` before
+//! v2022.09.30, `objType` in parameters from v2022.09.30 to v2024.06.21, replies with or
+//! without `payload`. Anything unknown in a reply (a category, a scope, a field) is counted
+//! and skipped, never an error: the old exporter died on the first new category.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// An Arkouda release, as the `YYYY.MM.DD` date of its tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Release {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl Release {
+    /// The first release whose `metrics` takes JSON parameters.
+    pub const JSON_ARGS: Release = Release::new(2022, 9, 30);
+    /// The first release without `objType` in parameters.
+    pub const NO_OBJTYPE: Release = Release::new(2024, 10, 2);
+
+    pub const fn new(year: u16, month: u8, day: u8) -> Self {
+        Release { year, month, day }
+    }
+
+    /// Parses `v2024.10.02`, `2024.10.02` and development versions such as
+    /// `v2022.07.28+42.g3e299b22.dirty` (which count as their base release).
+    pub fn parse(s: &str) -> Option<Release> {
+        let s = s.trim();
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let base = s.split(['+', '-', ' ']).next()?;
+        let mut parts = base.split('.');
+        let year: u16 = parts.next()?.parse().ok()?;
+        let month: u8 = parts.next()?.parse().ok()?;
+        let day: u8 = parts.next().map_or(Some(1), |d| d.parse().ok())?;
+        if parts.next().is_some()
+            || !(2019..=2999).contains(&year)
+            || !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+        {
+            return None;
+        }
+        Some(Release::new(year, month, day))
+    }
+
+    /// How this release wants `metrics` arguments.
+    pub fn arg_style(self) -> ArgStyle {
+        if self < Release::JSON_ARGS {
+            ArgStyle::Bare
+        } else if self < Release::NO_OBJTYPE {
+            ArgStyle::JsonWithObjType
+        } else {
+            ArgStyle::Json
+        }
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{:04}.{:02}.{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// The shape of a request's `args`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgStyle {
+    /// v2022.08.x: `args` is the bare category name and there is no `size` field.
+    Bare,
+    /// v2022.09.30 – v2024.06.21: JSON parameter objects with `objType`.
+    JsonWithObjType,
+    /// v2024.10.02 on: JSON parameter objects without `objType`.
+    Json,
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    user: &'a str,
+    token: &'a str,
+    cmd: &'a str,
+    format: &'a str,
+    args: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Param<'a> {
+    key: &'a str,
+    dtype: &'a str,
+    val: &'a str,
+    #[serde(rename = "objType", skip_serializing_if = "Option::is_none")]
+    obj_type: Option<&'a str>,
+}
+
+/// The request frame for `cmd`, with an optional `category` parameter.
+pub fn request(
+    user: &str,
+    token: &str,
+    cmd: &str,
+    category: Option<&str>,
+    style: ArgStyle,
+) -> Vec<u8> {
+    let (args, size) = match (category, style) {
+        (None, ArgStyle::Bare) => (String::new(), None),
+        (None, _) => (String::new(), Some(-1)),
+        (Some(c), ArgStyle::Bare) => (c.to_string(), None),
+        (Some(c), style) => {
+            let param = Param {
+                key: "category",
+                dtype: "str",
+                val: c,
+                obj_type: (style == ArgStyle::JsonWithObjType).then_some("VALUE"),
+            };
+            // args is a JSON array of JSON-encoded strings, as the Python client sends it.
+            let inner = serde_json::to_string(&param).unwrap_or_default();
+            (serde_json::to_string(&[inner]).unwrap_or_default(), Some(1))
+        }
+    };
+    let req = Request {
+        user,
+        token,
+        cmd,
+        format: "STRING",
+        args: &args,
+        size,
+    };
+    serde_json::to_vec(&req).unwrap_or_default()
+}
+
+/// What is wrong with a reply.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("reply is not JSON: {0}")]
+    NotJson(String),
+    #[error("reply lacks the `{0}` field")]
+    MissingField(&'static str),
+    #[error("server answered with an error: {0}")]
+    ServerError(String),
+    #[error("metrics payload is not a JSON array of records: {0}")]
+    BadRecords(String),
+    #[error("SERVER_INFO payload is not a server description: {0}")]
+    BadServerInfo(String),
+    #[error("the metrics server answered with an empty message (it does not know `{0}`)")]
+    Empty(String),
+}
+
+/// A decoded reply frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub msg: String,
+    pub warning: bool,
+}
+
+/// Decodes a reply frame of any release (with or without `payload`); `ERROR` replies are errors.
+pub fn parse_reply(frame: &[u8]) -> Result<Reply, ProtocolError> {
+    let v: Value = serde_json::from_slice(frame).map_err(|e| {
+        let start = String::from_utf8_lossy(&frame[..frame.len().min(40)]).into_owned();
+        ProtocolError::NotJson(format!("{e}; starts with {start:?}"))
+    })?;
+    let msg = v
+        .get("msg")
+        .and_then(Value::as_str)
+        .ok_or(ProtocolError::MissingField("msg"))?;
+    let msg_type = v
+        .get("msgType")
+        .and_then(Value::as_str)
+        .ok_or(ProtocolError::MissingField("msgType"))?;
+    if msg_type == "ERROR" {
+        let mut m = msg.to_string();
+        m.truncate(200);
+        return Err(ProtocolError::ServerError(m));
+    }
+    Ok(Reply {
+        msg: msg.to_string(),
+        warning: msg_type == "WARNING",
+    })
+}
+
+/// Metric categories (`MetricCategory`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Category {
+    NumRequests,
+    ResponseTime,
+    AvgResponseTime,
+    TotalResponseTime,
+    TotalMemoryUsed,
+    System,
+    Server,
+    NumErrors,
+    Unknown(String),
+}
+
+impl Category {
+    fn parse(s: &str) -> Category {
+        match s.strip_prefix("MetricCategory.").unwrap_or(s) {
+            "NUM_REQUESTS" => Category::NumRequests,
+            "RESPONSE_TIME" => Category::ResponseTime,
+            "AVG_RESPONSE_TIME" => Category::AvgResponseTime,
+            "TOTAL_RESPONSE_TIME" => Category::TotalResponseTime,
+            "TOTAL_MEMORY_USED" => Category::TotalMemoryUsed,
+            "SYSTEM" => Category::System,
+            "SERVER" => Category::Server,
+            "NUM_ERRORS" => Category::NumErrors,
+            other => Category::Unknown(other.to_string()),
+        }
+    }
+}
+
+/// Metric scopes (`MetricScope`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Global,
+    Locale(LocaleRef),
+    User(String),
+    Request,
+}
+
+/// The locale a LOCALE-scoped record describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocaleRef {
+    pub num: String,
+    pub name: String,
+    pub hostname: String,
+}
+
+/// One metric record. Its naive, server-local `timestamp` is not kept: the Pushgateway
+/// rejects pushed timestamps and the zone is unknown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub name: String,
+    pub category: Category,
+    pub scope: Scope,
+    pub value: f64,
+}
+
+/// The records of a metrics reply and what was skipped on the way.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Records {
+    pub records: Vec<Record>,
+    /// Records dropped because their category or scope is unknown or a field is missing.
+    pub skipped: u64,
+    /// Fields nobody knows of, seen on otherwise good records (they are ignored).
+    pub unknown_fields: u64,
+    /// Distinct names of what was unknown, for one log line each.
+    pub unknown_names: Vec<String>,
+}
+
+const KNOWN_FIELDS: &[&str] = &[
+    "name",
+    "category",
+    "scope",
+    "timestamp",
+    "value",
+    "locale_num",
+    "locale_name",
+    "locale_hostname",
+    "user",
+];
+
+/// Parses the `msg` of a `metrics` reply: a JSON array of flat record objects.
+pub fn parse_records(msg: &str) -> Result<Records, ProtocolError> {
+    let items: Vec<Value> =
+        serde_json::from_str(msg).map_err(|e| ProtocolError::BadRecords(e.to_string()))?;
+    let mut out = Records {
+        records: Vec::with_capacity(items.len()),
+        ..Records::default()
+    };
+    for item in &items {
+        match parse_record(item, &mut out) {
+            Ok(r) => out.records.push(r),
+            Err(what) => {
+                out.skipped += 1;
+                if !out.unknown_names.contains(&what) {
+                    out.unknown_names.push(what);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_record(item: &Value, out: &mut Records) -> Result<Record, String> {
+    let obj = item
+        .as_object()
+        .ok_or_else(|| "a record that is not an object".to_string())?;
+    let text = |k: &str| obj.get(k).and_then(Value::as_str);
+    let name = text("name").ok_or_else(|| "a record without a name".to_string())?;
+    let category = Category::parse(
+        text("category").ok_or_else(|| format!("record {name:?} without a category"))?,
+    );
+    if let Category::Unknown(c) = &category {
+        return Err(format!("category {c}"));
+    }
+    let value = match obj.get("value") {
+        Some(Value::Number(n)) => n.as_f64(),
+        // Chapel may write non-finite reals as bare words; serde_json cannot read those,
+        // but a quoted number is harmless to accept.
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("record {name:?} without a numeric value"))?;
+    let scope = match text("scope").map(|s| s.strip_prefix("MetricScope.").unwrap_or(s)) {
+        Some("GLOBAL") => Scope::Global,
+        Some("LOCALE") => {
+            let num = match obj.get("locale_num") {
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(format!("locale record {name:?} without locale_num")),
+            };
+            Scope::Locale(LocaleRef {
+                num,
+                name: text("locale_name").unwrap_or("").to_string(),
+                hostname: text("locale_hostname").unwrap_or("").to_string(),
+            })
+        }
+        Some("USER") => Scope::User(
+            text("user")
+                .ok_or_else(|| format!("user record {name:?} without a user"))?
+                .to_string(),
+        ),
+        Some("REQUEST") => Scope::Request,
+        Some(other) => return Err(format!("scope {other}")),
+        None => return Err(format!("record {name:?} without a scope")),
+    };
+    for k in obj.keys() {
+        if !KNOWN_FIELDS.contains(&k.as_str()) {
+            out.unknown_fields += 1;
+            let what = format!("field {k}");
+            if !out.unknown_names.contains(&what) {
+                out.unknown_names.push(what);
+            }
+        }
+    }
+    Ok(Record {
+        name: name.to_string(),
+        category,
+        scope,
+        value,
+    })
+}
+
+/// One locale of SERVER_INFO.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocaleInfo {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub processing_units: Option<f64>,
+    pub physical_memory: Option<f64>,
+    pub max_tasks: Option<f64>,
+}
+
+/// The SERVER_INFO object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerInfo {
+    pub hostname: String,
+    pub version: String,
+    pub server_port: Option<u64>,
+    pub number_of_locales: u64,
+    pub locales: Vec<LocaleInfo>,
+}
+
+pub fn parse_server_info(msg: &str) -> Result<ServerInfo, ProtocolError> {
+    let bad = |e: String| ProtocolError::BadServerInfo(e);
+    let v: Value = serde_json::from_str(msg).map_err(|e| bad(e.to_string()))?;
+    let obj = v.as_object().ok_or_else(|| bad("not an object".into()))?;
+    let text = |o: &serde_json::Map<String, Value>, k: &str| -> String {
+        match o.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        }
+    };
+    let number = |o: &serde_json::Map<String, Value>, k: &str| -> Option<f64> {
+        match o.get(k) {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+    };
+    let locales: Vec<LocaleInfo> = obj
+        .get("locales")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_object)
+                .map(|l| LocaleInfo {
+                    id: text(l, "id"),
+                    name: text(l, "name"),
+                    hostname: text(l, "hostname"),
+                    processing_units: number(l, "number_of_processing_units"),
+                    physical_memory: number(l, "physical_memory"),
+                    max_tasks: number(l, "max_number_of_tasks"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let number_of_locales = number(obj, "number_of_locales")
+        .map(|n| n as u64)
+        .unwrap_or(locales.len() as u64);
+    if !obj.contains_key("version") && !obj.contains_key("hostname") {
+        return Err(bad("neither hostname nor version".into()));
+    }
+    Ok(ServerInfo {
+        hostname: text(obj, "hostname"),
+        version: text(obj, "version"),
+        server_port: number(obj, "server_port").map(|p| p as u64),
+        number_of_locales,
+        locales,
+    })
+}
+
+/// The release named by a `getconfig` reply (`arkoudaVersion`), if it can be read.
+pub fn release_from_config(msg: &str) -> Option<Release> {
+    let v: Value = serde_json::from_str(msg).ok()?;
+    Release::parse(v.get("arkoudaVersion")?.as_str()?)
+}
+
+/// The connection-info file `arkouda_server` writes (`<host> <port> [<url>]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub host: String,
+    pub main_port: Option<u16>,
+}
+
+pub fn parse_connection_info(text: &str) -> Option<ConnectionInfo> {
+    let mut fields = text.split_whitespace();
+    let host = fields.next()?.to_string();
+    let main_port = fields.next().and_then(|p| p.parse().ok());
+    Some(ConnectionInfo { host, main_port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases() {
+        assert_eq!(
+            Release::parse("v2024.10.02"),
+            Some(Release::new(2024, 10, 2))
+        );
+        assert_eq!(
+            Release::parse("2022.08.15"),
+            Some(Release::new(2022, 8, 15))
+        );
+        assert_eq!(
+            Release::parse("v2022.07.28+42.g3e299b22.dirty"),
+            Some(Release::new(2022, 7, 28))
+        );
+        assert_eq!(Release::parse("garbage"), None);
+        assert_eq!(Release::parse("1999"), None);
+        let style = |s: &str| Release::parse(s).unwrap().arg_style();
+        assert_eq!(style("v2022.07.28+42.g3"), ArgStyle::Bare);
+        assert_eq!(style("2022.08.30"), ArgStyle::Bare);
+        assert_eq!(style("2022.09.30"), ArgStyle::JsonWithObjType);
+        assert_eq!(style("2024.06.21"), ArgStyle::JsonWithObjType);
+        assert_eq!(style("2024.10.02"), ArgStyle::Json);
+        assert_eq!(style("2026.07.15"), ArgStyle::Json);
+    }
+
+    #[test]
+    fn request_shapes() {
+        let r = |style| String::from_utf8(request("u", "", "metrics", Some("ALL"), style)).unwrap();
+        assert_eq!(
+            r(ArgStyle::Json),
+            r#"{"user":"u","token":"","cmd":"metrics","format":"STRING","args":"[\"{\\\"key\\\":\\\"category\\\",\\\"dtype\\\":\\\"str\\\",\\\"val\\\":\\\"ALL\\\"}\"]","size":1}"#
+        );
+        assert!(r(ArgStyle::JsonWithObjType).contains(r#"\\\"objType\\\":\\\"VALUE\\\""#));
+        assert_eq!(
+            r(ArgStyle::Bare),
+            r#"{"user":"u","token":"","cmd":"metrics","format":"STRING","args":"ALL"}"#
+        );
+        let g = String::from_utf8(request("u", "t", "getconfig", None, ArgStyle::Json)).unwrap();
+        assert_eq!(
+            g,
+            r#"{"user":"u","token":"t","cmd":"getconfig","format":"STRING","args":"","size":-1}"#
+        );
+        // The args string decodes back to the parameter the server expects.
+        let v: Value = serde_json::from_str(&r(ArgStyle::Json)).unwrap();
+        let list: Vec<String> = serde_json::from_str(v["args"].as_str().unwrap()).unwrap();
+        let p: Value = serde_json::from_str(&list[0]).unwrap();
+        assert_eq!(p["val"], "ALL");
+    }
+
+    #[test]
+    fn replies_of_every_release() {
+        let legacy = br#"{"msg":"[]", "msgType":"NORMAL", "msgFormat":"STRING", "user":"alice"}"#;
+        let head =
+            br#"{"msg":"[]", "msgType":"NORMAL", "msgFormat":"STRING", "user":"", "payload":""}"#;
+        for frame in [&legacy[..], &head[..]] {
+            assert_eq!(parse_reply(frame).unwrap().msg, "[]");
+        }
+        let err = br#"{"msg":"Error: boom", "msgType":"ERROR", "msgFormat":"STRING", "user":""}"#;
+        assert_eq!(
+            parse_reply(err),
+            Err(ProtocolError::ServerError("Error: boom".into()))
+        );
+        assert!(matches!(
+            parse_reply(b"\x00garbage"),
+            Err(ProtocolError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_reply(br#"{"msg":"x"}"#),
+            Err(ProtocolError::MissingField("msgType"))
+        ));
+        assert!(matches!(
+            parse_reply(br#"{"msg":"[1,2"#),
+            Err(ProtocolError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn records_of_every_scope_and_the_unknown() {
+        let msg = r#"[{"name":"total", "category":"NUM_REQUESTS", "scope":"GLOBAL", "timestamp":"2022-08-15T06:52:33.745847", "value":0.000000e+00},
+          {"name":"arkouda_memory_used_per_locale", "category":"SYSTEM", "scope":"LOCALE", "timestamp":"2022-08-15T06:52:33", "value":8.000512e+08, "locale_num":1, "locale_name":"nid002", "locale_hostname":"nid002"},
+          {"name":"connect", "category":"NUM_REQUESTS", "scope":"USER", "timestamp":"x", "value":2.000000e+00, "user":"alice", "shiny":1},
+          {"name":"x", "category":"FUTURE_CATEGORY", "scope":"GLOBAL", "timestamp":"x", "value":1.0},
+          {"name":"y", "category":"SYSTEM", "scope":"GALAXY", "timestamp":"x", "value":1.0},
+          {"name":"z", "category":"SYSTEM", "scope":"GLOBAL", "timestamp":"x"},
+          17]"#;
+        let r = parse_records(msg).unwrap();
+        assert_eq!(r.records.len(), 3);
+        assert_eq!(r.skipped, 4);
+        assert_eq!(r.unknown_fields, 1);
+        assert_eq!(
+            r.records[1].scope,
+            Scope::Locale(LocaleRef {
+                num: "1".into(),
+                name: "nid002".into(),
+                hostname: "nid002".into()
+            })
+        );
+        assert_eq!(r.records[1].value, 8.000512e8);
+        assert_eq!(r.records[2].scope, Scope::User("alice".into()));
+        assert_eq!(
+            r.unknown_names,
+            vec![
+                "field shiny".to_string(),
+                "category FUTURE_CATEGORY".into(),
+                "scope GALAXY".into(),
+                "record \"z\" without a numeric value".into(),
+                "a record that is not an object".into()
+            ]
+        );
+        assert!(parse_records("{}").is_err());
+        assert!(parse_records("").is_err());
+    }
+
+    #[test]
+    fn server_info_real_sample() {
+        let msg = r#"{"hostname":"hokiegeek.local", "version":"v2022.07.28+42.g3e299b22.dirty", "server_port":5555, "locales":[{"name":"hokiegeek.local", "id":"0", "hostname":"hokiegeek.local", "number_of_processing_units":6, "physical_memory":34359738368, "max_number_of_tasks":6}], "number_of_locales":1}"#;
+        let s = parse_server_info(msg).unwrap();
+        assert_eq!(s.hostname, "hokiegeek.local");
+        assert_eq!(s.number_of_locales, 1);
+        assert_eq!(s.locales[0].id, "0");
+        assert_eq!(s.locales[0].physical_memory, Some(34359738368.0));
+        assert!(parse_server_info("[]").is_err());
+    }
+
+    #[test]
+    fn config_and_connection_info() {
+        assert_eq!(
+            release_from_config(r#"{"arkoudaVersion":"v2023.06.16", "numLocales":1}"#),
+            Some(Release::new(2023, 6, 16))
+        );
+        assert_eq!(release_from_config(""), None);
+        assert_eq!(
+            parse_connection_info("nid001 5555 tcp://nid001:5555?token=abc\n"),
+            Some(ConnectionInfo {
+                host: "nid001".into(),
+                main_port: Some(5555)
+            })
+        );
+        assert_eq!(
+            parse_connection_info("nid001 5555"),
+            Some(ConnectionInfo {
+                host: "nid001".into(),
+                main_port: Some(5555)
+            })
+        );
+        assert_eq!(parse_connection_info("  \n"), None);
+    }
+}

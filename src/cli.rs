@@ -1,0 +1,237 @@
+//! The command line: subcommands and the flags, one per non-secret setting.
+//!
+//! Every flag is `--foo-bar` for the setting `foo_bar` of [`crate::config::KEYS`]. Flags are
+//! taken as text and typed by `config`, so a bad flag value gets the same message, naming
+//! the flag, as a bad file or environment value. Secrets have no flag (they would show in
+//! `ps`): only `*_file` flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::FlagValues;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "arkouda-push-agent",
+    version,
+    about = "Polls an Arkouda metrics server and pushes its metrics to a Prometheus Pushgateway, grouped by job; deletes the group when the job ends.",
+    after_help = "Every flag --foo-bar is also the config-file key foo_bar and the environment variable ARKOUDA_PUSH_AGENT_FOO_BAR.\nPrecedence: default < config file < environment < flag. Exit codes: 0 ok, 1 failure, 2 configuration error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Poll and push every interval until SIGTERM/SIGINT, then delete the job's group.
+    Run(Common),
+    /// One poll and push, then exit (1 when either end failed).
+    Once {
+        #[command(flatten)]
+        common: Common,
+        /// Print the exposition text instead of pushing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete every group of a job (--job-id) from the Pushgateway, including groups left by
+    /// a killed agent. Exit 0 when there is nothing to delete.
+    Delete(Common),
+    /// Print the resolved configuration with the source of each value, then try both ends.
+    Check(Common),
+}
+
+impl Command {
+    pub fn common(&self) -> &Common {
+        match self {
+            Command::Run(c) | Command::Delete(c) | Command::Check(c) => c,
+            Command::Once { common, .. } => common,
+        }
+    }
+}
+
+/// The settings as flags.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Common {
+    /// Config file (TOML). Default: /etc/arkouda-push-agent/config.toml if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Metrics server, tcp://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub arkouda: Option<String>,
+    /// Metrics server host (with --metrics-port).
+    #[arg(long, value_name = "HOST")]
+    pub arkouda_host: Option<String>,
+    /// Metrics port of arkouda_server [default: 5556].
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<String>,
+    /// arkouda_server's connection-info file, read for the server host.
+    #[arg(long, value_name = "PATH")]
+    pub connection_info: Option<String>,
+    /// Timeout of one request to the metrics server [default: 3s].
+    #[arg(long, value_name = "DURATION")]
+    pub arkouda_timeout: Option<String>,
+    /// Arkouda release to speak to, or auto [default: auto].
+    #[arg(long, value_name = "RELEASE")]
+    pub arkouda_release: Option<String>,
+    /// User name sent to the metrics server [default: arkouda-push-agent].
+    #[arg(long, value_name = "NAME")]
+    pub arkouda_user: Option<String>,
+    /// File holding the Arkouda token.
+    #[arg(long, value_name = "PATH")]
+    pub arkouda_token_file: Option<String>,
+    /// Largest reply accepted from the metrics server [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_reply_bytes: Option<String>,
+    /// Pushgateway base URL [default: http://127.0.0.1:9091].
+    #[arg(long, value_name = "URL")]
+    pub pushgateway: Option<String>,
+    /// Basic-auth user for the Pushgateway.
+    #[arg(long, value_name = "NAME")]
+    pub pushgateway_username: Option<String>,
+    /// File holding the Pushgateway basic-auth password.
+    #[arg(long, value_name = "PATH")]
+    pub pushgateway_password_file: Option<String>,
+    /// File holding a bearer token for the Pushgateway.
+    #[arg(long, value_name = "PATH")]
+    pub pushgateway_bearer_token_file: Option<String>,
+    /// PEM CA certificate to trust for the Pushgateway.
+    #[arg(long, value_name = "PATH")]
+    pub pushgateway_ca_file: Option<String>,
+    /// Timeout of one HTTP request to the Pushgateway [default: 3s].
+    #[arg(long, value_name = "DURATION")]
+    pub push_timeout: Option<String>,
+    /// Value of the job grouping label [default: arkouda].
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Job id: the slurm_job_id grouping label [default: $SLURM_JOB_ID].
+    #[arg(long, value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Cluster name, added to the grouping key [default: $SLURM_CLUSTER_NAME].
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The job's user, for arkouda_job_info [default: $SLURM_JOB_USER].
+    #[arg(long, value_name = "NAME")]
+    pub job_user: Option<String>,
+    /// The job's partition, for arkouda_job_info [default: $SLURM_JOB_PARTITION].
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+    /// Extra static grouping labels, NAME=VALUE[,NAME=VALUE].
+    #[arg(long, value_name = "LABELS")]
+    pub labels: Option<String>,
+    /// Value of arkouda_server_info's server_name label [default: arkouda-metrics].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Time between polls [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// Deadline for deleting the group at exit [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+    /// Emit the old Python exporter's metric names.
+    #[arg(long)]
+    pub legacy_names: bool,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Common {
+    /// The flags given, keyed by setting.
+    pub fn flag_values(&self) -> FlagValues {
+        let mut f = FlagValues {
+            config: self.config.clone(),
+            values: Vec::new(),
+        };
+        let c = self.clone();
+        f.set("arkouda", c.arkouda);
+        f.set("arkouda_host", c.arkouda_host);
+        f.set("metrics_port", c.metrics_port);
+        f.set("connection_info", c.connection_info);
+        f.set("arkouda_timeout", c.arkouda_timeout);
+        f.set("arkouda_release", c.arkouda_release);
+        f.set("arkouda_user", c.arkouda_user);
+        f.set("arkouda_token_file", c.arkouda_token_file);
+        f.set("max_reply_bytes", c.max_reply_bytes);
+        f.set("pushgateway", c.pushgateway);
+        f.set("pushgateway_username", c.pushgateway_username);
+        f.set("pushgateway_password_file", c.pushgateway_password_file);
+        f.set(
+            "pushgateway_bearer_token_file",
+            c.pushgateway_bearer_token_file,
+        );
+        f.set("pushgateway_ca_file", c.pushgateway_ca_file);
+        f.set("push_timeout", c.push_timeout);
+        f.set("job", c.job);
+        f.set("job_id", c.job_id);
+        f.set("cluster", c.cluster);
+        f.set("job_user", c.job_user);
+        f.set("partition", c.partition);
+        f.set("labels", c.labels);
+        f.set("server_name", c.server_name);
+        f.set("interval", c.interval);
+        f.set("shutdown_timeout", c.shutdown_timeout);
+        f.set("legacy_names", c.legacy_names.then(|| "true".to_string()));
+        f.set("log_level", c.log_level);
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KEYS;
+    use clap::CommandFactory;
+
+    /// Every non-secret key has its flag, and no flag lacks a key.
+    #[test]
+    fn one_flag_per_key() {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut flags: Vec<String> = run
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .filter(|l| l != "config" && l != "help")
+            .collect();
+        flags.sort();
+        let mut keys: Vec<String> = KEYS
+            .iter()
+            .filter(|k| !k.secret)
+            .map(|k| k.key.replace('_', "-"))
+            .collect();
+        keys.sort();
+        assert_eq!(flags, keys);
+    }
+
+    #[test]
+    fn flag_values_map_to_keys() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "run",
+            "--job-id",
+            "7",
+            "--legacy-names",
+            "--interval",
+            "1s",
+        ])
+        .unwrap();
+        let f = cli.command.common().flag_values();
+        let keys: Vec<&str> = f.values.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, vec!["job_id", "interval", "legacy_names"]);
+    }
+
+    #[test]
+    fn no_secret_flags() {
+        for bad in [
+            "--arkouda-token",
+            "--pushgateway-password",
+            "--pushgateway-bearer-token",
+        ] {
+            assert!(
+                Cli::try_parse_from(["x", "run", bad, "s"]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1187 @@
+//! Settings: one definition per setting, resolved from four layers and remembered with
+//! the layer each value came from.
+//!
+//! Precedence, lowest to highest: built-in default < TOML file (`--config PATH`, else
+//! `/etc/arkouda-push-agent/config.toml` when it exists) < environment < flags. Every flag
+//! `--foo-bar` is the file key `foo_bar` and the variable `ARKOUDA_PUSH_AGENT_FOO_BAR`; some
+//! keys also honour the names the old exporter, Arkouda and Slurm use ([`KEYS`] lists them).
+//!
+//! Secrets (tokens, passwords) are never flags and never plain keys of the file: they come
+//! from a `*_file` key or from the environment, and are held as [`Secret`].
+//!
+//! This module only reads and validates; it never connects anywhere. A bad value is a
+//! [`ConfigError`] that names the key and its source; the binary turns it into exit code 2.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Environment prefix of every key.
+pub const ENV_PREFIX: &str = "ARKOUDA_PUSH_AGENT_";
+/// The config file read when no `--config` is given, if it exists.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/arkouda-push-agent/config.toml";
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Bool,
+    Port,
+    Bytes,
+    Duration,
+    Path,
+    Labels,
+}
+
+/// One setting: its key, the extra environment names it honours, its default and its doc.
+#[derive(Debug)]
+pub struct KeyDef {
+    pub key: &'static str,
+    pub kind: Kind,
+    /// Other environment variables that set it, in precedence order, after
+    /// `ARKOUDA_PUSH_AGENT_<KEY>`.
+    pub env_aliases: &'static [&'static str],
+    pub default: Option<&'static str>,
+    /// Only from the environment (`ARKOUDA_PUSH_AGENT_<KEY>`), never a flag or a file key.
+    pub secret: bool,
+    pub doc: &'static str,
+}
+
+const fn key(
+    key: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+    env_aliases: &'static [&'static str],
+    doc: &'static str,
+) -> KeyDef {
+    KeyDef {
+        key,
+        kind,
+        env_aliases,
+        default,
+        secret: false,
+        doc,
+    }
+}
+
+const fn secret(key: &'static str, doc: &'static str) -> KeyDef {
+    KeyDef {
+        key,
+        kind: Kind::Str,
+        env_aliases: &[],
+        default: None,
+        secret: true,
+        doc,
+    }
+}
+
+/// Every setting the agent knows. The README's configuration table and
+/// `config/arkouda-push-agent.toml` follow this list.
+pub static KEYS: &[KeyDef] = &[
+    key("arkouda", Kind::Str, None, &[],
+        "Metrics server address, tcp://HOST:PORT (or HOST:PORT). Wins over arkouda_host and connection_info."),
+    key("arkouda_host", Kind::Str, None, &["ARKOUDA_METRICS_SERVICE_HOST", "METRICS_SERVICE_NAME"],
+        "Metrics server host, with metrics_port. Used when arkouda is not set."),
+    key("metrics_port", Kind::Port, Some("5556"),
+        &["METRICS_SERVER_PORT", "ARKOUDA_METRICS_SERVICE_PORT", "METRICS_SERVICE_PORT"],
+        "Metrics port of arkouda_server (its METRICS_SERVER_PORT)."),
+    key("connection_info", Kind::Path, None, &["ARKOUDA_SERVER_CONNECTION_INFO"],
+        "arkouda_server's connection-info file; gives the server host when arkouda and arkouda_host are unset."),
+    key("arkouda_timeout", Kind::Duration, Some("3s"), &[],
+        "Send and receive timeout of one request to the metrics server."),
+    key("arkouda_release", Kind::Str, Some("auto"), &[],
+        "Arkouda release to speak to: auto (ask getconfig), or a release such as 2022.08.15 or 2024.10.02."),
+    key("arkouda_user", Kind::Str, Some("arkouda-push-agent"), &[],
+        "The user name sent in requests to the metrics server."),
+    key("arkouda_token_file", Kind::Path, None, &[], "File holding the Arkouda token."),
+    secret("arkouda_token", "Arkouda token (environment only)."),
+    key("max_reply_bytes", Kind::Bytes, Some("67108864"), &[],
+        "Largest reply accepted from the metrics server; a larger one is dropped and counted."),
+    key("pushgateway", Kind::Str, Some("http://127.0.0.1:9091"), &["PUSHGATEWAY_URL"],
+        "Pushgateway base URL."),
+    key("pushgateway_username", Kind::Str, None, &[], "Basic-auth user for the Pushgateway."),
+    key("pushgateway_password_file", Kind::Path, None, &[], "File holding the basic-auth password."),
+    secret("pushgateway_password", "Basic-auth password (environment only)."),
+    key("pushgateway_bearer_token_file", Kind::Path, None, &[], "File holding a bearer token for the Pushgateway."),
+    secret("pushgateway_bearer_token", "Bearer token for the Pushgateway (environment only)."),
+    key("pushgateway_ca_file", Kind::Path, None, &[], "PEM CA certificate to trust besides the system roots."),
+    key("push_timeout", Kind::Duration, Some("3s"), &[], "Timeout of one HTTP request to the Pushgateway."),
+    key("job", Kind::Str, Some("arkouda"), &[], "Value of the job grouping label."),
+    key("job_id", Kind::Str, None, &["SLURM_JOB_ID"], "The job id: the slurm_job_id grouping label."),
+    key("cluster", Kind::Str, None, &["SLURM_CLUSTER_NAME"], "Cluster name; added to the grouping key when set."),
+    key("job_user", Kind::Str, None, &["SLURM_JOB_USER"], "The job's user, reported in arkouda_job_info."),
+    key("partition", Kind::Str, None, &["SLURM_JOB_PARTITION"], "The job's partition, reported in arkouda_job_info."),
+    key("labels", Kind::Labels, None, &[],
+        "Extra static grouping labels, NAME=VALUE[,NAME=VALUE] (a table in the file), e.g. instance=second."),
+    key("server_name", Kind::Str, Some("arkouda-metrics"), &["ARKOUDA_SERVER_NAME", "ARKOUDA_METRICS_SERVER_NAME"],
+        "Value of the server_name label of arkouda_server_info."),
+    key("interval", Kind::Duration, Some("5s"), &["POLLING_INTERVAL_SECONDS", "METRICS_POLLING_INTERVAL"],
+        "Time between polls (a bare number is seconds)."),
+    key("shutdown_timeout", Kind::Duration, Some("5s"), &[],
+        "Deadline for deleting the group after SIGTERM or SIGINT."),
+    key("legacy_names", Kind::Bool, Some("false"), &[],
+        "Emit the old Python exporter's metric names instead of the arkouda_* names."),
+    key("log_level", Kind::Str, Some("info"), &[], "error, warn, info, debug or trace (or a tracing filter)."),
+];
+
+fn find_key(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.key == name)
+}
+
+/// A configuration mistake. Its message names the key and where the value came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value for `{key}`{shown} (from {origin}): {reason}")]
+    Invalid {
+        key: String,
+        /// ` = "value"`, or empty for a secret.
+        shown: String,
+        origin: Source,
+        reason: String,
+    },
+    #[error("unknown key `{key}` in {origin}{hint}")]
+    UnknownKey {
+        key: String,
+        origin: Source,
+        hint: String,
+    },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("`{key}` is a secret and cannot be set in {origin}: use `{key}_file` or the environment variable {ENV_PREFIX}{upper}", upper = key.to_uppercase())]
+    SecretInFile { key: String, origin: Source },
+    #[error("cannot read `{key}` from {path} (from {origin}): {reason}")]
+    SecretFile {
+        key: String,
+        path: PathBuf,
+        origin: Source,
+        reason: String,
+    },
+    #[error("missing `{key}`: {hint}")]
+    Missing { key: String, hint: String },
+}
+
+/// A value as a layer gave it, before typing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Raw {
+    Str(String),
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    List(Vec<Raw>),
+    Table(Vec<(String, Raw)>),
+}
+
+impl fmt::Display for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Raw::Str(s) => write!(f, "{s:?}"),
+            Raw::Bool(b) => write!(f, "{b}"),
+            Raw::Int(i) => write!(f, "{i}"),
+            Raw::Float(x) => write!(f, "{x}"),
+            Raw::List(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("]")
+            }
+            Raw::Table(entries) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k} = {v}")?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+fn from_config_value(v: config::Value) -> Raw {
+    use config::ValueKind as K;
+    match v.kind {
+        K::Nil => Raw::Str(String::new()),
+        K::Boolean(b) => Raw::Bool(b),
+        K::I64(i) => Raw::Int(i.into()),
+        K::I128(i) => Raw::Int(i),
+        K::U64(u) => Raw::Int(u.into()),
+        K::U128(u) => Raw::Int(i128::try_from(u).unwrap_or(i128::MAX)),
+        K::Float(x) => Raw::Float(x),
+        K::String(s) => Raw::Str(s),
+        K::Array(a) => Raw::List(a.into_iter().map(from_config_value).collect()),
+        K::Table(t) => {
+            let mut entries: Vec<(String, Raw)> = t
+                .into_iter()
+                .map(|(k, v)| (k, from_config_value(v)))
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Raw::Table(entries)
+        }
+    }
+}
+
+/// The flags' view of the settings: every non-secret key, as the user typed it.
+#[derive(Clone, Debug, Default)]
+pub struct FlagValues {
+    pub config: Option<PathBuf>,
+    pub values: Vec<(&'static str, Raw)>,
+}
+
+impl FlagValues {
+    pub fn set(&mut self, key: &'static str, value: Option<String>) {
+        if let Some(v) = value {
+            self.values.push((key, Raw::Str(v)));
+        }
+    }
+}
+
+/// A resolved key: the winning value and its source (None: unset).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub def: &'static KeyDef,
+    pub value: Option<(Raw, Source)>,
+}
+
+/// Every key with its winning value and source; the input of [`Settings::from_resolved`]
+/// and of `check`'s listing.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub entries: Vec<Entry>,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Resolved {
+    fn get(&self, key: &str) -> Option<&(Raw, Source)> {
+        self.entries
+            .iter()
+            .find(|e| e.def.key == key)
+            .and_then(|e| e.value.as_ref())
+    }
+
+    /// Lines `key = value  (source)` with secrets masked, for `check`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(p) = &self.config_file {
+            lines.push(format!("config file: {}", p.display()));
+        } else {
+            lines.push("config file: none".to_string());
+        }
+        for e in &self.entries {
+            let line = match &e.value {
+                None => format!("{} = (unset)", e.def.key),
+                Some((_, src)) if e.def.secret => format!("{} = *** ({src})", e.def.key),
+                Some((v, src)) => format!("{} = {v} ({src})", e.def.key),
+            };
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// Resolve the four layers. `env` is the process environment (passed in so tests need not
+/// change the real one).
+pub fn resolve(
+    flags: &FlagValues,
+    env: &BTreeMap<String, String>,
+) -> Result<Resolved, ConfigError> {
+    // Which file: the flag, else ARKOUDA_PUSH_AGENT_CONFIG, else the default path if present.
+    let config_file = match (&flags.config, env.get("ARKOUDA_PUSH_AGENT_CONFIG")) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(p)) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            p.exists().then(|| p.to_path_buf())
+        }
+    };
+    let file_values = match &config_file {
+        Some(p) => read_file(p)?,
+        None => Vec::new(),
+    };
+
+    let mut entries = Vec::with_capacity(KEYS.len());
+    for def in KEYS {
+        let mut value = def
+            .default
+            .map(|d| (Raw::Str(d.to_string()), Source::Default));
+        if let Some((_, v)) = file_values.iter().find(|(k, _)| k == def.key) {
+            let origin = Source::File(config_file.clone().unwrap_or_default());
+            if def.secret {
+                return Err(ConfigError::SecretInFile {
+                    key: def.key.to_string(),
+                    origin,
+                });
+            }
+            value = Some((v.clone(), origin));
+        }
+        if let Some((name, v)) = env_value(def, env) {
+            value = Some((Raw::Str(v), Source::Env(name)));
+        }
+        if let Some((_, v)) = flags.values.iter().rev().find(|(k, _)| *k == def.key) {
+            let flag = format!("--{}", def.key.replace('_', "-"));
+            value = Some((v.clone(), Source::Flag(flag)));
+        }
+        entries.push(Entry { def, value });
+    }
+    Ok(Resolved {
+        entries,
+        config_file,
+    })
+}
+
+fn env_value(def: &KeyDef, env: &BTreeMap<String, String>) -> Option<(String, String)> {
+    let canonical = format!("{ENV_PREFIX}{}", def.key.to_uppercase());
+    std::iter::once(canonical.as_str())
+        .chain(def.env_aliases.iter().copied())
+        .find_map(|name| {
+            env.get(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| (name.to_string(), v.clone()))
+        })
+}
+
+/// Environment variables with our prefix that name no key, for a warning (scripts use a
+/// few of their own, such as ARKOUDA_PUSH_AGENT_BIN).
+pub fn unknown_env_keys(env: &BTreeMap<String, String>) -> Vec<String> {
+    const SCRIPT_VARS: &[&str] = &["BIN", "CONFIG"];
+    env.keys()
+        .filter_map(|k| k.strip_prefix(ENV_PREFIX))
+        .filter(|rest| !SCRIPT_VARS.contains(rest))
+        .filter(|rest| find_key(&rest.to_lowercase()).is_none())
+        .map(|rest| format!("{ENV_PREFIX}{rest}"))
+        .collect()
+}
+
+fn read_file(path: &Path) -> Result<Vec<(String, Raw)>, ConfigError> {
+    let file_err = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // Read it ourselves: the config crate's message for a missing file is vague, and it
+    // refuses /dev/null, which admins use for "no file".
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| file_err(e.to_string()))?;
+    let map = config::Source::collect(&built).map_err(|e| file_err(e.to_string()))?;
+    let mut out = Vec::new();
+    for (k, v) in map {
+        if find_key(&k).is_none() {
+            return Err(ConfigError::UnknownKey {
+                hint: suggestion(&k),
+                key: k,
+                origin: Source::File(path.to_path_buf()),
+            });
+        }
+        out.push((k, from_config_value(v)));
+    }
+    Ok(out)
+}
+
+fn suggestion(unknown: &str) -> String {
+    KEYS.iter()
+        .map(|k| (strsim::levenshtein(unknown, k.key), k.key))
+        .filter(|(d, k)| *d <= 3.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+/// Where the metrics server is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerLocation {
+    /// A fixed `tcp://host:port`.
+    Endpoint(String),
+    /// Read the host from arkouda_server's connection-info file; the port is `port`.
+    ConnectionInfo { path: PathBuf, port: u16 },
+}
+
+/// Validated, ready-to-use settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub server: ServerLocation,
+    pub arkouda_timeout: Duration,
+    pub arkouda_release: Option<String>,
+    pub arkouda_user: String,
+    pub arkouda_token: Option<Secret>,
+    pub max_reply_bytes: u64,
+    pub pushgateway: String,
+    pub pushgateway_username: Option<String>,
+    pub pushgateway_password: Option<Secret>,
+    pub pushgateway_bearer_token: Option<Secret>,
+    pub pushgateway_ca_file: Option<PathBuf>,
+    pub push_timeout: Duration,
+    pub job: String,
+    pub job_id: Option<String>,
+    pub cluster: Option<String>,
+    pub job_user: Option<String>,
+    pub partition: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub server_name: String,
+    pub interval: Duration,
+    pub shutdown_timeout: Duration,
+    pub legacy_names: bool,
+    pub log_level: String,
+}
+
+/// Labels the agent sets itself; a static label may not take these names.
+pub const RESERVED_LABELS: &[&str] = &["job", "slurm_job_id", "cluster", "locale"];
+
+struct Reader<'a> {
+    resolved: &'a Resolved,
+}
+
+impl Reader<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        let (raw, origin) = self
+            .resolved
+            .get(key)
+            .cloned()
+            .unwrap_or((Raw::Str(String::new()), Source::Default));
+        let secret = find_key(key).is_some_and(|d| d.secret);
+        ConfigError::Invalid {
+            key: key.to_string(),
+            shown: if secret {
+                String::new()
+            } else {
+                format!(" = {raw}")
+            },
+            origin,
+            reason: reason.into(),
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<&Raw> {
+        self.resolved.get(key).map(|(r, _)| r)
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(Raw::Str(s)) => Ok(Some(s.clone())),
+            Some(Raw::Int(i)) => Ok(Some(i.to_string())),
+            Some(_) => Err(self.invalid(key, "expected a string")),
+        }
+    }
+
+    fn nonempty(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.string(key)? {
+            Some(s) if s.trim().is_empty() => Err(self.invalid(key, "must not be empty")),
+            other => Ok(other),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<String, ConfigError> {
+        self.nonempty(key)?
+            .ok_or_else(|| self.invalid(key, "must be set"))
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, ConfigError> {
+        match self.raw(key) {
+            None => Ok(false),
+            Some(Raw::Bool(b)) => Ok(*b),
+            Some(Raw::Str(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(true),
+                "false" | "no" | "off" | "0" => Ok(false),
+                _ => Err(self.invalid(key, "expected true or false")),
+            },
+            Some(_) => Err(self.invalid(key, "expected true or false")),
+        }
+    }
+
+    fn integer(&self, key: &str, min: i128, max: i128) -> Result<Option<i128>, ConfigError> {
+        let expected = format!("expected a whole number from {min} to {max}");
+        let n = match self.raw(key) {
+            None => return Ok(None),
+            Some(Raw::Int(i)) => *i,
+            Some(Raw::Str(s)) => s
+                .trim()
+                .parse::<i128>()
+                .map_err(|_| self.invalid(key, expected.clone()))?,
+            Some(_) => return Err(self.invalid(key, expected)),
+        };
+        if n < min || n > max {
+            return Err(self.invalid(key, expected));
+        }
+        Ok(Some(n))
+    }
+
+    fn duration(&self, key: &str, min: Duration, max: Duration) -> Result<Duration, ConfigError> {
+        let expected = || {
+            format!(
+                "expected a duration from {} to {}, such as 5s, 500ms or 2m (a bare number is seconds)",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )
+        };
+        let d = match self.raw(key) {
+            None => return Err(self.invalid(key, "must be set")),
+            Some(Raw::Int(i)) if *i >= 0 => {
+                Duration::from_secs(u64::try_from(*i).unwrap_or(u64::MAX))
+            }
+            Some(Raw::Float(x)) if x.is_finite() && *x >= 0.0 => {
+                Duration::try_from_secs_f64(*x).map_err(|_| self.invalid(key, expected()))?
+            }
+            Some(Raw::Str(s)) => parse_duration(s).ok_or_else(|| self.invalid(key, expected()))?,
+            Some(_) => return Err(self.invalid(key, expected())),
+        };
+        if d < min || d > max {
+            return Err(self.invalid(key, expected()));
+        }
+        Ok(d)
+    }
+
+    fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.nonempty(key)?.map(PathBuf::from))
+    }
+
+    fn labels(&self, key: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        let pairs: Vec<(String, String)> = match self.raw(key) {
+            None => Vec::new(),
+            Some(Raw::Str(s)) => {
+                let mut out = Vec::new();
+                for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (k, v) = part
+                        .split_once('=')
+                        .ok_or_else(|| self.invalid(key, format!("`{part}` is not NAME=VALUE")))?;
+                    out.push((k.trim().to_string(), v.to_string()));
+                }
+                out
+            }
+            Some(Raw::Table(entries)) => {
+                let mut out = Vec::new();
+                for (k, v) in entries {
+                    match v {
+                        Raw::Str(s) => out.push((k.clone(), s.clone())),
+                        Raw::Int(i) => out.push((k.clone(), i.to_string())),
+                        _ => return Err(self.invalid(key, format!("label `{k}` must be a string"))),
+                    }
+                }
+                out
+            }
+            Some(_) => return Err(self.invalid(key, "expected NAME=VALUE pairs or a table")),
+        };
+        let mut seen = Vec::new();
+        for (k, _) in &pairs {
+            if !is_label_name(k) {
+                return Err(
+                    self.invalid(key, format!("`{k}` is not a valid Prometheus label name"))
+                );
+            }
+            if RESERVED_LABELS.contains(&k.as_str()) {
+                return Err(self.invalid(
+                    key,
+                    format!("`{k}` is set by the agent itself; use its own key"),
+                ));
+            }
+            if seen.contains(k) {
+                return Err(self.invalid(key, format!("label `{k}` is given twice")));
+            }
+            seen.push(k.clone());
+        }
+        let mut pairs = pairs;
+        pairs.sort();
+        Ok(pairs)
+    }
+
+    /// A secret from `<key>` (environment) or `<key>_file`.
+    fn secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
+        let file_key = format!("{key}_file");
+        if let Some(v) = self.nonempty(key)? {
+            return Ok(Some(Secret::new(v.trim_end_matches(['\r', '\n']))));
+        }
+        let Some(path) = self.path(&file_key)? else {
+            return Ok(None);
+        };
+        let origin = self
+            .resolved
+            .get(&file_key)
+            .map(|(_, s)| s.clone())
+            .unwrap_or(Source::Default);
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::SecretFile {
+            key: file_key.clone(),
+            path: path.clone(),
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        let value = text.lines().next().unwrap_or("").trim().to_string();
+        if value.is_empty() {
+            return Err(ConfigError::SecretFile {
+                key: file_key,
+                path,
+                origin,
+                reason: "the file is empty".to_string(),
+            });
+        }
+        warn_if_world_readable(&path);
+        Ok(Some(Secret::new(value)))
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(file = %path.display(), "secret file is readable by every user; chmod o-r it");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_path: &Path) {}
+
+/// `5s`, `500ms`, `2m`, `1h 30m`; a bare number is seconds (the old exporter's variables are).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten();
+    }
+    humantime::parse_duration(s).ok()
+}
+
+/// Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`.
+pub fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+fn parse_endpoint(s: &str, default_port: u16) -> Result<String, String> {
+    let rest = s.trim().strip_prefix("tcp://").unwrap_or(s.trim());
+    if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
+        return Err("expected tcp://HOST:PORT, HOST:PORT or HOST".to_string());
+    }
+    // A bracketed IPv6 literal keeps its colons inside the brackets.
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => {
+            let port: u16 = p
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{p}` is not a port number from 1 to 65535"))?;
+            (h, port)
+        }
+        _ => (rest, default_port),
+    };
+    Ok(format!("tcp://{host}:{port}"))
+}
+
+fn check_pushgateway_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("expected an http:// or https:// URL".to_string());
+    }
+    if url.host_str().is_none() {
+        return Err("the URL has no host".to_string());
+    }
+    if url.password().is_some() {
+        return Err(
+            "a password in the URL would show in `ps` and logs; use pushgateway_password_file or ARKOUDA_PUSH_AGENT_PUSHGATEWAY_PASSWORD"
+                .to_string(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the URL must not have a query or fragment".to_string());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+impl Settings {
+    /// Type and validate every key.
+    pub fn from_resolved(resolved: &Resolved) -> Result<Settings, ConfigError> {
+        let r = Reader { resolved };
+        let metrics_port = r
+            .integer("metrics_port", 1, 65535)?
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(5556);
+
+        let server = if let Some(a) = r.nonempty("arkouda")? {
+            ServerLocation::Endpoint(
+                parse_endpoint(&a, metrics_port).map_err(|e| r.invalid("arkouda", e))?,
+            )
+        } else if let Some(h) = r.nonempty("arkouda_host")? {
+            ServerLocation::Endpoint(
+                parse_endpoint(&h, metrics_port).map_err(|e| r.invalid("arkouda_host", e))?,
+            )
+        } else if let Some(path) = r.path("connection_info")? {
+            ServerLocation::ConnectionInfo {
+                path,
+                port: metrics_port,
+            }
+        } else {
+            ServerLocation::Endpoint(format!("tcp://localhost:{metrics_port}"))
+        };
+
+        let arkouda_release = match r.required("arkouda_release")?.trim() {
+            "auto" => None,
+            rel => Some(
+                crate::arkouda::Release::parse(rel)
+                    .map(|_| rel.to_string())
+                    .ok_or_else(|| {
+                        r.invalid(
+                            "arkouda_release",
+                            "expected auto or a release date such as 2022.08.15, 2023.04.07 or 2024.10.02",
+                        )
+                    })?,
+            ),
+        };
+
+        let pushgateway = check_pushgateway_url(&r.required("pushgateway")?)
+            .map_err(|e| r.invalid("pushgateway", e))?;
+
+        let job = r.required("job")?;
+        let job_id = r.nonempty("job_id")?;
+        let log_level = r.required("log_level")?;
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(r.invalid("log_level", "expected error, warn, info, debug or trace"));
+        }
+        let bearer = r.secret("pushgateway_bearer_token")?;
+        let password = r.secret("pushgateway_password")?;
+        let username = r.nonempty("pushgateway_username")?;
+        if password.is_some() && username.is_none() {
+            return Err(ConfigError::Missing {
+                key: "pushgateway_username".to_string(),
+                hint: "a Pushgateway password is set but no user name".to_string(),
+            });
+        }
+        if bearer.is_some() && username.is_some() {
+            return Err(r.invalid(
+                "pushgateway_username",
+                "set either basic auth or a bearer token, not both",
+            ));
+        }
+
+        let interval = r.duration(
+            "interval",
+            Duration::from_millis(100),
+            Duration::from_secs(24 * 3600),
+        )?;
+        Ok(Settings {
+            server,
+            arkouda_timeout: r.duration(
+                "arkouda_timeout",
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            )?,
+            arkouda_release,
+            arkouda_user: r.required("arkouda_user")?,
+            arkouda_token: r.secret("arkouda_token")?,
+            max_reply_bytes: r
+                .integer("max_reply_bytes", 1024, i128::from(i64::MAX))?
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(64 << 20),
+            pushgateway,
+            pushgateway_username: username,
+            pushgateway_password: password,
+            pushgateway_bearer_token: bearer,
+            pushgateway_ca_file: r.path("pushgateway_ca_file")?,
+            push_timeout: r.duration(
+                "push_timeout",
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            )?,
+            job,
+            job_id,
+            cluster: r.nonempty("cluster")?,
+            job_user: r.nonempty("job_user")?,
+            partition: r.nonempty("partition")?,
+            labels: r.labels("labels")?,
+            server_name: r.required("server_name")?,
+            interval,
+            shutdown_timeout: r.duration(
+                "shutdown_timeout",
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
+            legacy_names: r.bool("legacy_names")?,
+            log_level,
+        })
+    }
+
+    /// The job id, which `run`, `once` and `delete` need.
+    pub fn require_job_id(&self) -> Result<&str, ConfigError> {
+        self.job_id.as_deref().ok_or_else(|| ConfigError::Missing {
+            key: "job_id".to_string(),
+            hint: "give --job-id, set job_id in the config file, or run inside a Slurm job (SLURM_JOB_ID)"
+                .to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn flags(pairs: &[(&'static str, &str)]) -> FlagValues {
+        let mut f = FlagValues {
+            config: Some(PathBuf::from("/dev/null")),
+            values: Vec::new(),
+        };
+        for (k, v) in pairs {
+            f.set(k, Some(v.to_string()));
+        }
+        f
+    }
+
+    fn file(text: &str) -> tempfile_path::TempToml {
+        tempfile_path::TempToml::new(text)
+    }
+
+    /// A config file in the temp dir, removed on drop.
+    mod tempfile_path {
+        use std::path::PathBuf;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        pub struct TempToml(pub PathBuf);
+        static N: AtomicUsize = AtomicUsize::new(0);
+
+        impl TempToml {
+            pub fn new(text: &str) -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "apa-config-test-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                std::fs::write(&p, text).unwrap();
+                TempToml(p)
+            }
+        }
+
+        impl Drop for TempToml {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn settings(f: &FlagValues, e: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+        Settings::from_resolved(&resolve(f, e)?)
+    }
+
+    fn source_of(f: &FlagValues, e: &BTreeMap<String, String>, key: &str) -> Source {
+        resolve(f, e).unwrap().get(key).unwrap().1.clone()
+    }
+
+    #[test]
+    fn precedence_default_file_env_flag() {
+        let toml = file("interval = \"7s\"\njob = \"from-file\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        let none = env(&[]);
+        assert_eq!(
+            settings(&f, &none).unwrap().interval,
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            source_of(&f, &none, "interval"),
+            Source::File(toml.0.clone())
+        );
+        assert_eq!(source_of(&f, &none, "push_timeout"), Source::Default);
+
+        let e = env(&[("ARKOUDA_PUSH_AGENT_INTERVAL", "9s")]);
+        assert_eq!(settings(&f, &e).unwrap().interval, Duration::from_secs(9));
+        assert_eq!(
+            source_of(&f, &e, "interval"),
+            Source::Env("ARKOUDA_PUSH_AGENT_INTERVAL".into())
+        );
+
+        f.set("interval", Some("250ms".into()));
+        let s = settings(&f, &e).unwrap();
+        assert_eq!(s.interval, Duration::from_millis(250));
+        assert_eq!(s.job, "from-file");
+        assert_eq!(
+            source_of(&f, &e, "interval"),
+            Source::Flag("--interval".into())
+        );
+    }
+
+    #[test]
+    fn legacy_environment_names() {
+        let e = env(&[
+            ("ARKOUDA_METRICS_SERVICE_HOST", "nid7"),
+            ("ARKOUDA_METRICS_SERVICE_PORT", "6000"),
+            ("POLLING_INTERVAL_SECONDS", "12"),
+            ("ARKOUDA_SERVER_NAME", "srv"),
+            ("SLURM_JOB_ID", "4242"),
+            ("SLURM_CLUSTER_NAME", "perlmutter"),
+            ("PUSHGATEWAY_URL", "http://pgw:9091/"),
+        ]);
+        let s = settings(&flags(&[]), &e).unwrap();
+        assert_eq!(s.server, ServerLocation::Endpoint("tcp://nid7:6000".into()));
+        assert_eq!(s.interval, Duration::from_secs(12));
+        assert_eq!(s.server_name, "srv");
+        assert_eq!(s.job_id.as_deref(), Some("4242"));
+        assert_eq!(s.cluster.as_deref(), Some("perlmutter"));
+        assert_eq!(s.pushgateway, "http://pgw:9091");
+        // The canonical name beats the alias.
+        let mut e2 = e.clone();
+        e2.insert("ARKOUDA_PUSH_AGENT_JOB_ID".into(), "7".into());
+        assert_eq!(
+            settings(&flags(&[]), &e2).unwrap().job_id.as_deref(),
+            Some("7")
+        );
+    }
+
+    #[test]
+    fn server_location_order() {
+        let e = env(&[
+            ("ARKOUDA_SERVER_CONNECTION_INFO", "/tmp/ci"),
+            ("METRICS_SERVER_PORT", "5600"),
+        ]);
+        assert_eq!(
+            settings(&flags(&[]), &e).unwrap().server,
+            ServerLocation::ConnectionInfo {
+                path: "/tmp/ci".into(),
+                port: 5600
+            }
+        );
+        let f = flags(&[("arkouda", "tcp://nid001:5556")]);
+        assert_eq!(
+            settings(&f, &e).unwrap().server,
+            ServerLocation::Endpoint("tcp://nid001:5556".into())
+        );
+        assert_eq!(
+            settings(&flags(&[("arkouda", "nid9")]), &env(&[]))
+                .unwrap()
+                .server,
+            ServerLocation::Endpoint("tcp://nid9:5556".into())
+        );
+        assert_eq!(
+            settings(&flags(&[]), &env(&[])).unwrap().server,
+            ServerLocation::Endpoint("tcp://localhost:5556".into())
+        );
+    }
+
+    #[test]
+    fn labels_from_each_layer() {
+        let toml = file("[labels]\ninstance = \"second\"\nsite = \"x\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        let s = settings(&f, &env(&[])).unwrap();
+        assert_eq!(
+            s.labels,
+            vec![
+                ("instance".into(), "second".into()),
+                ("site".into(), "x".into())
+            ]
+        );
+        let s = settings(&flags(&[("labels", "b=2, a=1")]), &env(&[])).unwrap();
+        assert_eq!(
+            s.labels,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+    }
+
+    /// Every bad value: the message names the key, the value and the source.
+    #[test]
+    fn error_messages_for_bad_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("interval", "soon", "invalid value for `interval` = \"soon\" (from flag --interval): expected a duration from 100ms to 1day, such as 5s, 500ms or 2m (a bare number is seconds)"),
+            ("interval", "0s", "invalid value for `interval` = \"0s\" (from flag --interval): expected a duration from 100ms to 1day"),
+            ("metrics_port", "70000", "invalid value for `metrics_port` = \"70000\" (from flag --metrics-port): expected a whole number from 1 to 65535"),
+            ("metrics_port", "http", "invalid value for `metrics_port` = \"http\" (from flag --metrics-port): expected a whole number from 1 to 65535"),
+            ("arkouda", "tcp://h:0", "invalid value for `arkouda` = \"tcp://h:0\" (from flag --arkouda): `0` is not a port number from 1 to 65535"),
+            ("arkouda", "http://h/x", "invalid value for `arkouda` = \"http://h/x\" (from flag --arkouda): expected tcp://HOST:PORT, HOST:PORT or HOST"),
+            ("pushgateway", "ftp://x", "invalid value for `pushgateway` = \"ftp://x\" (from flag --pushgateway): expected an http:// or https:// URL"),
+            ("pushgateway", "http://u:pw@x", "invalid value for `pushgateway` = \"http://u:pw@x\" (from flag --pushgateway): a password in the URL"),
+            ("pushgateway", "not a url", "invalid value for `pushgateway` = \"not a url\" (from flag --pushgateway): not a URL"),
+            ("legacy_names", "maybe", "invalid value for `legacy_names` = \"maybe\" (from flag --legacy-names): expected true or false"),
+            ("labels", "x", "invalid value for `labels` = \"x\" (from flag --labels): `x` is not NAME=VALUE"),
+            ("labels", "job=x", "invalid value for `labels` = \"job=x\" (from flag --labels): `job` is set by the agent itself"),
+            ("labels", "1a=x", "invalid value for `labels` = \"1a=x\" (from flag --labels): `1a` is not a valid Prometheus label name"),
+            ("labels", "a=1,a=2", "invalid value for `labels` = \"a=1,a=2\" (from flag --labels): label `a` is given twice"),
+            ("job", " ", "invalid value for `job` = \" \" (from flag --job): must not be empty"),
+            ("arkouda_release", "1999", "invalid value for `arkouda_release` = \"1999\" (from flag --arkouda-release): expected auto or a release date"),
+            ("arkouda_timeout", "-1s", "invalid value for `arkouda_timeout` = \"-1s\" (from flag --arkouda-timeout): expected a duration"),
+            ("push_timeout", "20m", "invalid value for `push_timeout` = \"20m\" (from flag --push-timeout): expected a duration from 10ms to 10m"),
+            ("shutdown_timeout", "x", "invalid value for `shutdown_timeout` = \"x\" (from flag --shutdown-timeout): expected a duration"),
+            ("max_reply_bytes", "10", "invalid value for `max_reply_bytes` = \"10\" (from flag --max-reply-bytes): expected a whole number from 1024"),
+            ("log_level", "lo=ud=x", "invalid value for `log_level` = \"lo=ud=x\" (from flag --log-level): expected error, warn, info, debug or trace"),
+            ("arkouda_token_file", "/nonexistent/token", "cannot read `arkouda_token_file` from /nonexistent/token (from flag --arkouda-token-file): No such file or directory"),
+        ];
+        for (k, v, want) in cases {
+            let key = KEYS.iter().find(|d| d.key == *k).unwrap().key;
+            let err = settings(&flags(&[(key, v)]), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(want),
+                "{k}={v:?}\n got: {err}\nwant: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_names_env_and_file_sources() {
+        let err = settings(&flags(&[]), &env(&[("METRICS_POLLING_INTERVAL", "often")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(from environment METRICS_POLLING_INTERVAL)"),
+            "{err}"
+        );
+
+        let toml = file("metrics_port = \"abc\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        let err = settings(&f, &env(&[])).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid value for `metrics_port` = \"abc\" (from file {}): expected a whole number from 1 to 65535",
+                toml.0.display()
+            )
+        );
+        let toml = file("metrics_port = 5556.5\n");
+        f.config = Some(toml.0.clone());
+        assert!(settings(&f, &env(&[])).is_err());
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_closest() {
+        let toml = file("intervall = \"5s\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        let err = resolve(&f, &env(&[])).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "unknown key `intervall` in file {} (did you mean `interval`?)",
+                toml.0.display()
+            )
+        );
+        let toml = file("zzzzzzzzzzzz = 1\n");
+        f.config = Some(toml.0.clone());
+        let err = resolve(&f, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.ends_with(&format!("in file {}", toml.0.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_broken_file() {
+        let mut f = flags(&[]);
+        f.config = Some("/nonexistent/apa.toml".into());
+        let err = resolve(&f, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot read config file /nonexistent/apa.toml:"),
+            "{err}"
+        );
+        let toml = file("interval = \n");
+        f.config = Some(toml.0.clone());
+        let err = resolve(&f, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("cannot read config file {}:", toml.0.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_only_from_file_or_env_and_never_shown() {
+        let toml = file("pushgateway_password = \"pw\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        let err = resolve(&f, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("is a secret and cannot be set in file"),
+            "{err}"
+        );
+        assert!(!err.contains("pw\""), "{err}");
+
+        let secret_file = file("s3cret-token\n");
+        let f = flags(&[("arkouda_token_file", secret_file.0.to_str().unwrap())]);
+        let e = env(&[
+            ("ARKOUDA_PUSH_AGENT_PUSHGATEWAY_PASSWORD", "hunter2"),
+            ("ARKOUDA_PUSH_AGENT_PUSHGATEWAY_USERNAME", "agent"),
+        ]);
+        let resolved = resolve(&f, &e).unwrap();
+        let s = Settings::from_resolved(&resolved).unwrap();
+        assert_eq!(s.arkouda_token.as_ref().unwrap().expose(), "s3cret-token");
+        assert_eq!(s.pushgateway_password.as_ref().unwrap().expose(), "hunter2");
+        let listing = resolved.describe().join("\n");
+        assert!(!listing.contains("hunter2"), "{listing}");
+        assert!(
+            listing.contains(
+                "pushgateway_password = *** (environment ARKOUDA_PUSH_AGENT_PUSHGATEWAY_PASSWORD)"
+            ),
+            "{listing}"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+
+        let err = settings(
+            &flags(&[]),
+            &env(&[("ARKOUDA_PUSH_AGENT_PUSHGATEWAY_PASSWORD", "hunter2")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn job_id_is_required_where_needed() {
+        let s = settings(&flags(&[]), &env(&[])).unwrap();
+        let err = s.require_job_id().unwrap_err().to_string();
+        assert!(err.starts_with("missing `job_id`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_reported() {
+        let e = env(&[
+            ("ARKOUDA_PUSH_AGENT_INTERVALL", "5s"),
+            ("ARKOUDA_PUSH_AGENT_BIN", "/x"),
+            ("ARKOUDA_PUSH_AGENT_JOB", "a"),
+        ]);
+        assert_eq!(
+            unknown_env_keys(&e),
+            vec!["ARKOUDA_PUSH_AGENT_INTERVALL".to_string()]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("-3"), None);
+        assert_eq!(parse_duration("NaN"), None);
+    }
+}

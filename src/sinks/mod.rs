@@ -1,0 +1,5 @@
+//! Where metric families go. A sink sees only encoded families and grouping labels: it
+//! never imports `arkouda` and knows nothing of ZeroMQ.
+
+pub mod pushgateway;
+pub mod retry;

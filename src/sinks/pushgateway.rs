@@ -1,0 +1,433 @@
+//! The Prometheus Pushgateway sink: `PUT` a group, `DELETE` it, list groups.
+//!
+//! API: <https://github.com/prometheus/pushgateway#api>. The grouping key is the URL path
+//! `/metrics/job/<job>/<label>/<value>…`; a value that is empty, contains `/`, or is a dot
+//! segment goes base64url-encoded as `<label>@base64/<value>`. `PUT` replaces the whole
+//! group, so series that vanished from the server vanish from the group too.
+//!
+//! One keep-alive HTTP client; every request has a timeout; retries (only for what may
+//! succeed later: connection errors, 408, 429, 5xx) back off until a caller's deadline.
+//! This module never sees Arkouda data: only bytes of exposition text and label pairs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::time::Instant;
+
+use super::retry;
+use crate::secret::Secret;
+
+/// Content type of the text exposition format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The labels that name one group: `job` first, then the rest in a fixed order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupingKey {
+    pairs: Vec<(String, String)>,
+}
+
+impl GroupingKey {
+    /// `job` plus the other labels, which keep their order.
+    pub fn new(job: &str, labels: Vec<(String, String)>) -> GroupingKey {
+        let mut pairs = Vec::with_capacity(labels.len() + 1);
+        pairs.push(("job".to_string(), job.to_string()));
+        pairs.extend(labels.into_iter().filter(|(k, _)| k != "job"));
+        GroupingKey { pairs }
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The URL path of this group, `/metrics/job/…`.
+    pub fn path(&self) -> String {
+        let mut path = String::from("/metrics");
+        for (name, value) in &self.pairs {
+            path.push('/');
+            if needs_base64(value) {
+                path.push_str(name);
+                path.push_str("@base64/");
+                if value.is_empty() {
+                    // The Pushgateway's spelling of an empty value.
+                    path.push('=');
+                } else {
+                    path.push_str(&base64::engine::general_purpose::URL_SAFE.encode(value));
+                }
+            } else {
+                path.push_str(name);
+                path.push('/');
+                path.extend(utf8_percent_encode(value, SEGMENT));
+            }
+        }
+        path
+    }
+}
+
+/// Path-segment characters to escape: all but the unreserved ones.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn needs_base64(value: &str) -> bool {
+    // `.` and `..` would be resolved away as dot segments by URL normalisation, even
+    // percent-encoded, so they too go as base64.
+    value.is_empty() || value.contains('/') || value == "." || value == ".."
+}
+
+/// How to reach and authenticate to the Pushgateway.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub url: String,
+    pub timeout: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub bearer_token: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub user_agent: String,
+}
+
+/// Why a request failed. Messages never include credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+    #[error("{op} {url}: {reason}")]
+    Transport {
+        op: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("{op} {url}: HTTP {status}: {body}")]
+    Status {
+        op: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{op} {url}: unexpected answer: {reason}")]
+    BadAnswer {
+        op: &'static str,
+        url: String,
+        reason: String,
+    },
+}
+
+impl PushError {
+    fn retryable(&self) -> bool {
+        match self {
+            PushError::Transport { .. } => true,
+            PushError::Status { status, .. } => retry::retryable_status(*status),
+            PushError::Setup(_) | PushError::BadAnswer { .. } => false,
+        }
+    }
+
+    /// A short, stable name of the kind of failure, for state-change logging.
+    pub fn kind(&self) -> String {
+        match self {
+            PushError::Setup(_) => "setup".into(),
+            PushError::Transport { .. } => "unreachable".into(),
+            PushError::Status { status, .. } => format!("http_{status}"),
+            PushError::BadAnswer { .. } => "bad_answer".into(),
+        }
+    }
+}
+
+/// A group as `GET /api/v1/metrics` lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub labels: Vec<(String, String)>,
+    pub push_time_seconds: Option<f64>,
+}
+
+pub struct Pushgateway {
+    http: reqwest::Client,
+    base: String,
+    opts: Options,
+}
+
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
+impl Pushgateway {
+    pub fn new(opts: Options) -> Result<Pushgateway, PushError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(opts.user_agent.clone());
+        if let Some(ca) = &opts.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                PushError::Setup(format!("cannot read CA file {}: {e}", ca.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                PushError::Setup(format!("CA file {} is not PEM: {e}", ca.display()))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| PushError::Setup(e.to_string()))?;
+        Ok(Pushgateway {
+            http,
+            base: opts.url.trim_end_matches('/').to_string(),
+            opts,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(token) = &self.opts.bearer_token {
+            req.bearer_auth(token.expose())
+        } else if let Some(user) = &self.opts.username {
+            req.basic_auth(user, self.opts.password.as_ref().map(Secret::expose))
+        } else {
+            req
+        }
+    }
+
+    async fn send_once(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, PushError> {
+        let mut req = self.authed(self.http.request(method, url));
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, TEXT_FORMAT)
+                .body(b);
+        }
+        let resp = req.send().await.map_err(|e| PushError::Transport {
+            op,
+            url: url.to_string(),
+            reason: describe(&e),
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let mut text = resp.text().await.unwrap_or_default();
+        text.truncate(300);
+        Err(PushError::Status {
+            op,
+            url: url.to_string(),
+            status: status.as_u16(),
+            body: text.trim().to_string(),
+        })
+    }
+
+    /// Sends with retries until `deadline`; returns the last error when time runs out.
+    async fn send(
+        &self,
+        op: &'static str,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Bytes>,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, PushError> {
+        let mut attempt = 0;
+        loop {
+            let err = match tokio::time::timeout_at(
+                deadline,
+                self.send_once(op, method.clone(), url, body.clone()),
+            )
+            .await
+            {
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    return Err(PushError::Transport {
+                        op,
+                        url: url.to_string(),
+                        reason: "deadline reached".into(),
+                    })
+                }
+            };
+            let wait = retry::backoff(attempt, RETRY_BASE, RETRY_CAP);
+            if !err.retryable() || Instant::now() + wait >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(error = %err, attempt, "retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Replaces the group with `body` (text exposition).
+    pub async fn push(
+        &self,
+        key: &GroupingKey,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<(), PushError> {
+        let url = format!("{}{}", self.base, key.path());
+        self.send("PUT", reqwest::Method::PUT, &url, Some(body), deadline)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes the group (the Pushgateway answers 202 whether it existed or not).
+    pub async fn delete(&self, key: &GroupingKey, deadline: Instant) -> Result<(), PushError> {
+        let url = format!("{}{}", self.base, key.path());
+        self.send("DELETE", reqwest::Method::DELETE, &url, None, deadline)
+            .await
+            .map(drop)
+    }
+
+    /// Every group the Pushgateway holds, with its labels.
+    pub async fn groups(&self, deadline: Instant) -> Result<Vec<Group>, PushError> {
+        let url = format!("{}/api/v1/metrics", self.base);
+        let resp = self
+            .send("GET", reqwest::Method::GET, &url, None, deadline)
+            .await?;
+        let bad = |reason: String| PushError::BadAnswer {
+            op: "GET",
+            url: url.clone(),
+            reason,
+        };
+        let v: serde_json::Value = resp.json().await.map_err(|e| bad(e.to_string()))?;
+        let data = v
+            .get("data")
+            .and_then(|d| d.as_array())
+            .ok_or_else(|| bad("no data array".into()))?;
+        Ok(data
+            .iter()
+            .filter_map(|g| {
+                let labels = g.get("labels")?.as_object()?;
+                let mut pairs: Vec<(String, String)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                pairs.sort();
+                let push_time_seconds = g
+                    .get("push_time_seconds")
+                    .and_then(|p| p.get("metrics"))
+                    .and_then(|m| m.get(0))
+                    .and_then(|m| m.get("value"))
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse().ok());
+                Some(Group {
+                    labels: pairs,
+                    push_time_seconds,
+                })
+            })
+            .collect())
+    }
+
+    /// Is it up and answering (`GET /-/ready`)?
+    pub async fn ready(&self, deadline: Instant) -> Result<(), PushError> {
+        let url = format!("{}/-/ready", self.base);
+        self.send("GET", reqwest::Method::GET, &url, None, deadline)
+            .await
+            .map(drop)
+    }
+}
+
+/// The error chain of a reqwest error, without the URL's credentials (there are none: the
+/// configuration refuses passwords in URLs).
+fn describe(e: &reqwest::Error) -> String {
+    let mut out = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(labels: &[(&str, &str)]) -> GroupingKey {
+        GroupingKey::new(
+            "arkouda",
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn grouping_path_encoding() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("slurm_job_id", "4242")],
+                "/metrics/job/arkouda/slurm_job_id/4242",
+            ),
+            (
+                &[("slurm_job_id", "4242_7")],
+                "/metrics/job/arkouda/slurm_job_id/4242_7",
+            ),
+            (
+                &[("instance", "a/b")],
+                "/metrics/job/arkouda/instance@base64/YS9i",
+            ),
+            (
+                &[("instance", "")],
+                "/metrics/job/arkouda/instance@base64/=",
+            ),
+            (
+                &[("instance", "two words")],
+                "/metrics/job/arkouda/instance/two%20words",
+            ),
+            (
+                &[("instance", "ünï")],
+                "/metrics/job/arkouda/instance/%C3%BCn%C3%AF",
+            ),
+            (
+                &[("instance", "..")],
+                "/metrics/job/arkouda/instance@base64/Li4=",
+            ),
+            (
+                &[("instance", ".")],
+                "/metrics/job/arkouda/instance@base64/Lg==",
+            ),
+            (
+                &[("instance", "a?b#c%d")],
+                "/metrics/job/arkouda/instance/a%3Fb%23c%25d",
+            ),
+            (
+                &[("instance", "?>?")],
+                "/metrics/job/arkouda/instance/%3F%3E%3F",
+            ),
+        ];
+        for (labels, want) in cases {
+            assert_eq!(key(labels).path(), *want, "{labels:?}");
+        }
+        // A job name with a slash is encoded the same way.
+        assert_eq!(
+            GroupingKey::new("a/b", vec![]).path(),
+            "/metrics/job@base64/YS9i"
+        );
+        // base64url, never `+` or `/`.
+        assert_eq!(
+            key(&[("x", "/>?")]).path(),
+            "/metrics/job/arkouda/x@base64/Lz4_"
+        );
+    }
+}
