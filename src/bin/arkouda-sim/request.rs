@@ -28,8 +28,9 @@ fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> Result<String, 
 }
 
 /// Decode one request frame: a JSON object with the six keys in any order,
-/// `size` a JSON integer.
-pub fn parse_request(frame: &[u8]) -> Result<Request, String> {
+/// `size` a JSON integer. Releases before v2022.09.30 (`json_args` false) had
+/// no `size` field in `RequestMsg`: there it may be absent (and is -1).
+pub fn parse_request(frame: &[u8], json_args: bool) -> Result<Request, String> {
     let text = std::str::from_utf8(frame).map_err(|e| format!("request is not UTF-8: {e}"))?;
     let v: Value =
         serde_json::from_str(text).map_err(|e| format!("request is not valid JSON: {e}"))?;
@@ -41,6 +42,7 @@ pub fn parse_request(frame: &[u8]) -> Result<Request, String> {
             .as_i64()
             .ok_or_else(|| format!("request field \"size\" is not an int: {n}"))?,
         Some(other) => return Err(format!("request field \"size\" is not an int: {other}")),
+        None if !json_args => -1,
         None => return Err("request field \"size\" is missing".to_string()),
     };
     Ok(Request {
@@ -124,7 +126,7 @@ pub fn metrics_port_decision(
     release: Release,
     frame: &[u8],
 ) -> Result<(Request, Option<Category>), String> {
-    let req = parse_request(frame)?;
+    let req = parse_request(frame, release.json_args())?;
     let cat = if req.cmd == "metrics" {
         Some(metrics_category(release, &req)?)
     } else {
@@ -161,7 +163,7 @@ mod tests {
     fn keys_in_any_order() {
         let f =
             r#"{"size":-1,"args":"","format":"STRING","cmd":"connect","token":"t","user":"bob"}"#;
-        let r = parse_request(f.as_bytes()).unwrap();
+        let r = parse_request(f.as_bytes(), true).unwrap();
         assert_eq!(r.cmd, "connect");
         assert_eq!(r.user, "bob");
         assert_eq!(r.size, -1);

@@ -302,7 +302,7 @@ fn main_outcome(shared: &Shared, frames: &[Vec<u8>], req_count: u64) -> MainOutc
         count_as: None,
         shutdown: false,
     };
-    let req = match request::parse_request(first) {
+    let req = match request::parse_request(first, cfg.release.json_args()) {
         Ok(r) => r,
         Err(e) => return err(None, format!("Error: {e}")),
     };

@@ -1,0 +1,405 @@
+//! Test fixtures: a real Pushgateway, the Arkouda simulator and the agent, each a child
+//! process on a free loopback port, polled until ready, killed on Drop (panics included),
+//! with its log printed when a test fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_arkouda-push-agent");
+pub const SIM: &str = env!("CARGO_BIN_EXE_arkouda-sim");
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "apa-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics after `limit` with `what` and
+/// the last value seen.
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => {
+                if start.elapsed() > limit {
+                    panic!("timed out after {limit:?} waiting for {what}; last: {last}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A child process that is killed on drop and prints its log if the test is failing.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, stdout: Stdio) -> Proc {
+        let dir = TempDir::new(name);
+        let log = dir.path("log");
+        let f = File::create(&log).expect("log file");
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(f);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {} failed", self.name);
+    }
+
+    /// Waits for the process to exit within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        eventually(limit, &format!("{} to exit", self.name), || {
+            match self.child.try_wait() {
+                Ok(Some(s)) => Ok(s),
+                Ok(None) => Err("still running".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} log ({}) -----\n{}",
+                self.name,
+                self.log.display(),
+                log_tail(&self.log)
+            );
+        }
+    }
+}
+
+/// A real Pushgateway (Debian's prometheus-pushgateway), no persistence.
+pub struct Pushgateway {
+    pub url: String,
+    pub proc: Proc,
+    http: reqwest::blocking::Client,
+}
+
+/// One series as the Pushgateway holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// One group: its grouping labels and its series.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub labels: BTreeMap<String, String>,
+    pub series: Vec<Series>,
+}
+
+impl Group {
+    /// Value of `name` whose labels include all of `want`.
+    pub fn value(&self, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+        self.series
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&Series> {
+        self.series.iter().filter(|s| s.name == name).collect()
+    }
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Pushgateway {
+    pub fn start() -> Pushgateway {
+        let bin = "/usr/bin/prometheus-pushgateway";
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: install the Debian package prometheus-pushgateway (scripts/test.sh does)"
+        );
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--persistence.file=")
+            .arg("--web.enable-admin-api");
+        let proc = Proc::spawn("pushgateway", cmd, Stdio::null());
+        let pg = Pushgateway {
+            url: format!("http://127.0.0.1:{port}"),
+            proc,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+        };
+        eventually(
+            Duration::from_secs(10),
+            "the Pushgateway to be ready",
+            || {
+                pg.http
+                    .get(format!("{}/-/ready", pg.url))
+                    .send()
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| {
+                        if r.status().is_success() {
+                            Ok(())
+                        } else {
+                            Err(r.status().to_string())
+                        }
+                    })
+            },
+        );
+        pg
+    }
+
+    /// Every group with its series (from `GET /api/v1/metrics`).
+    pub fn groups(&self) -> Vec<Group> {
+        let v: serde_json::Value = self
+            .http
+            .get(format!("{}/api/v1/metrics", self.url))
+            .send()
+            .and_then(|r| r.json())
+            .expect("GET /api/v1/metrics");
+        let mut out = Vec::new();
+        for g in v["data"].as_array().expect("data array") {
+            let labels = to_map(&g["labels"]);
+            let mut series = Vec::new();
+            for (name, fam) in g.as_object().expect("group object") {
+                let Some(metrics) = fam.get("metrics").and_then(|m| m.as_array()) else {
+                    continue;
+                };
+                for m in metrics {
+                    let value = m["value"]
+                        .as_str()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .unwrap_or(f64::NAN);
+                    series.push(Series {
+                        name: name.clone(),
+                        labels: to_map(&m["labels"]),
+                        value,
+                    });
+                }
+            }
+            out.push(Group { labels, series });
+        }
+        out
+    }
+
+    /// The groups whose `slurm_job_id` is `job_id`.
+    pub fn job_groups(&self, job_id: &str) -> Vec<Group> {
+        self.groups()
+            .into_iter()
+            .filter(|g| g.labels.get("slurm_job_id").map(String::as_str) == Some(job_id))
+            .collect()
+    }
+
+    /// Waits until the job has exactly one group satisfying `ok`, and returns it.
+    pub fn wait_group(&self, job_id: &str, what: &str, ok: impl Fn(&Group) -> bool) -> Group {
+        eventually(Duration::from_secs(15), what, || {
+            let groups = self.job_groups(job_id);
+            match groups.as_slice() {
+                [g] if ok(g) => Ok(g.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+    }
+
+    /// Waits until the job has no group left.
+    pub fn wait_gone(&self, job_id: &str, limit: Duration) {
+        eventually(limit, &format!("job {job_id}'s groups to be gone"), || {
+            let groups = self.job_groups(job_id);
+            if groups.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} groups left: {:?}",
+                    groups.len(),
+                    groups.iter().map(|g| &g.labels).collect::<Vec<_>>()
+                ))
+            }
+        })
+    }
+
+    /// PUTs a text body to a raw grouping path (for groups of "other exporters").
+    pub fn put_raw(&self, path: &str, body: &str) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.url))
+            .body(body.to_string())
+            .send()
+            .expect("PUT");
+        assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+    }
+}
+
+fn to_map(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Arkouda simulator.
+pub struct Sim {
+    pub proc: Proc,
+    pub metrics_port: u16,
+    pub main_port: u16,
+}
+
+impl Sim {
+    /// Starts `arkouda-sim` with an OS-chosen metrics port and `args`.
+    pub fn start(args: &[&str]) -> Sim {
+        Sim::start_on(0, args)
+    }
+
+    pub fn start_on(port: u16, args: &[&str]) -> Sim {
+        let mut cmd = Command::new(SIM);
+        cmd.arg("--metrics-port")
+            .arg(port.to_string())
+            .args(args)
+            .env_clear();
+        let mut proc = Proc::spawn("arkouda-sim", cmd, Stdio::piped());
+        let stdout = proc.child.stdout.take().expect("sim stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("sim READY line");
+        let field = |name: &str| -> u16 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {name}= in sim's line {line:?}; log: {}",
+                        proc.log_text()
+                    )
+                })
+        };
+        let metrics_port = field("metrics");
+        let main_port = field("main");
+        Sim {
+            proc,
+            metrics_port,
+            main_port,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.metrics_port)
+    }
+}
+
+/// The agent binary with a clean environment (no SLURM_* or ARKOUDA_* from the caller,
+/// no /etc config file).
+pub fn agent_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.args(args)
+        .env_clear()
+        .env("ARKOUDA_PUSH_AGENT_CONFIG", "/dev/null")
+        .env("ARKOUDA_PUSH_AGENT_LOG_LEVEL", "debug");
+    cmd
+}
+
+/// Starts `arkouda-push-agent` with `args`.
+pub fn spawn_agent(args: &[&str]) -> Proc {
+    spawn_agent_cmd(agent_command(args))
+}
+
+pub fn spawn_agent_cmd(cmd: Command) -> Proc {
+    Proc::spawn("arkouda-push-agent", cmd, Stdio::null())
+}
+
+/// Runs the agent to completion; returns (exit code, stdout, stderr).
+pub fn run_agent(args: &[&str]) -> (i32, String, String) {
+    run_agent_cmd(agent_command(args))
+}
+
+pub fn run_agent_cmd(mut cmd: Command) -> (i32, String, String) {
+    let out = cmd.stdin(Stdio::null()).output().expect("run agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

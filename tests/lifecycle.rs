@@ -1,0 +1,255 @@
+//! The agent's lifecycle against a real Pushgateway: the group is deleted on SIGTERM and
+//! SIGINT; after SIGKILL, `delete --job-id` removes every group of that job and nothing
+//! else; configuration mistakes exit 2 naming the key and its source.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn run_args<'a>(pg: &'a Pushgateway, job: &'a str, endpoint: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--arkouda",
+        endpoint,
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        job,
+        "--interval",
+        "300ms",
+    ]
+}
+
+/// SIGTERM (and SIGINT): the group is gone within 2 s and the exit code is 0.
+#[test]
+fn signal_deletes_the_group_and_exits_0() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&["--locales", "2"]);
+    let endpoint = sim.endpoint();
+    for (job, sig) in [("term", "TERM"), ("int", "INT")] {
+        let mut agent = spawn_agent(&run_args(&pg, job, &endpoint));
+        pg.wait_group(job, "the group", |g| {
+            g.value("arkouda_up", &[]) == Some(1.0)
+        });
+        let sent = Instant::now();
+        agent.signal(sig);
+        pg.wait_gone(job, Duration::from_secs(2));
+        let status = agent.wait_exit(Duration::from_secs(3));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIG{sig}; log:\n{}",
+            agent.log_text()
+        );
+        assert!(sent.elapsed() < Duration::from_secs(3));
+        let log = agent.log_text();
+        assert!(log.contains("group deleted"), "{log}");
+    }
+}
+
+/// SIGTERM while the Arkouda server hangs (a poll is stuck in its receive): the group is
+/// still deleted at once.
+#[test]
+fn signal_during_a_stuck_poll() {
+    let pg = Pushgateway::start();
+    let dir = TempDir::new("hang");
+    let control = dir.path("control");
+    let sim = Sim::start(&["--control", control.to_str().unwrap()]);
+    let endpoint = sim.endpoint();
+    let mut agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &endpoint,
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "stuck",
+        "--interval",
+        "300ms",
+        "--arkouda-timeout",
+        "30s",
+    ]);
+    pg.wait_group("stuck", "the group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    std::fs::write(&control, "hang").unwrap();
+    // Let a poll get stuck in the hung server.
+    std::thread::sleep(Duration::from_millis(800));
+    agent.signal("TERM");
+    pg.wait_gone("stuck", Duration::from_secs(2));
+    assert_eq!(agent.wait_exit(Duration::from_secs(2)).code(), Some(0));
+}
+
+/// SIGKILL leaves the groups behind; `delete --job-id` removes every group of that job
+/// (whatever its other labels), and no group of another job or another exporter.
+#[test]
+fn delete_after_kill_removes_only_that_job() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let agent1 = spawn_agent(&run_args(&pg, "100", &endpoint));
+    let mut second_args = run_args(&pg, "100", &endpoint);
+    second_args.extend(["--labels", "instance=second/server"]);
+    let agent2 = spawn_agent(&second_args);
+    let _other_job = spawn_agent(&run_args(&pg, "200", &endpoint));
+    pg.put_raw(
+        "/metrics/job/other-exporter/slurm_job_id/100",
+        "some_metric 1\n",
+    );
+
+    eventually(
+        Duration::from_secs(15),
+        "both groups of job 100 and job 200's",
+        || {
+            let n100 = pg
+                .job_groups("100")
+                .iter()
+                .filter(|g| g.labels["job"] == "arkouda")
+                .count();
+            let n200 = pg.job_groups("200").len();
+            if n100 == 2 && n200 == 1 {
+                Ok(())
+            } else {
+                Err(format!("{n100} {n200}"))
+            }
+        },
+    );
+    agent1.signal("KILL");
+    agent2.signal("KILL");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pg.job_groups("100").len(), 3, "SIGKILL leaves the groups");
+
+    let (code, out, err) = run_agent(&["delete", "--job-id", "100", "--pushgateway", &pg.url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deleted /metrics/job/arkouda/"), "{out}");
+    eventually(
+        Duration::from_secs(2),
+        "only the other exporter's group of job 100",
+        || {
+            let left: Vec<_> = pg.job_groups("100").into_iter().map(|g| g.labels).collect();
+            if left.len() == 1 && left[0]["job"] == "other-exporter" {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+    assert_eq!(
+        pg.job_groups("200").len(),
+        1,
+        "job 200's group is untouched"
+    );
+
+    // Idempotent: nothing left to delete is success.
+    let (code, out, _) = run_agent(&["delete", "--job-id", "100", "--pushgateway", &pg.url]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no group of job 100"), "{out}");
+}
+
+/// `delete` fails (exit 1) when the Pushgateway cannot be reached.
+#[test]
+fn delete_fails_when_pushgateway_is_down() {
+    let port = free_port();
+    let (code, _, err) = run_agent(&[
+        "delete",
+        "--job-id",
+        "1",
+        "--pushgateway",
+        &format!("http://127.0.0.1:{port}"),
+        "--shutdown-timeout",
+        "500ms",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+/// A configuration mistake: exit 2, one message naming the key and where it came from,
+/// nothing started.
+#[test]
+fn configuration_errors_exit_2() {
+    let dir = TempDir::new("cfg");
+    let file = dir.path("config.toml");
+    std::fs::write(&file, "interval = \"soon\"\n").unwrap();
+    let bad_file = dir.path("bad.toml");
+    std::fs::write(&bad_file, "pushgatewy = \"http://x\"\n").unwrap();
+
+    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![
+                "run".into(),
+                "--job-id".into(),
+                "1".into(),
+                "--interval".into(),
+                "soon".into(),
+            ],
+            vec![],
+            "invalid value for `interval` = \"soon\" (from flag --interval)",
+        ),
+        (
+            vec!["run".into(), "--job-id".into(), "1".into()],
+            vec![("POLLING_INTERVAL_SECONDS", "x")],
+            "invalid value for `interval` = \"x\" (from environment POLLING_INTERVAL_SECONDS)",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--job-id".into(),
+                "1".into(),
+                "--config".into(),
+                file.display().to_string(),
+            ],
+            vec![],
+            "invalid value for `interval` = \"soon\" (from file ",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--job-id".into(),
+                "1".into(),
+                "--config".into(),
+                bad_file.display().to_string(),
+            ],
+            vec![],
+            "unknown key `pushgatewy` in file ",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--job-id".into(),
+                "1".into(),
+                "--config".into(),
+                "/nonexistent.toml".into(),
+            ],
+            vec![],
+            "cannot read config file /nonexistent.toml",
+        ),
+        (vec!["run".into()], vec![], "missing `job_id`"),
+        (
+            vec![
+                "run".into(),
+                "--job-id".into(),
+                "1".into(),
+                "--metrics-port".into(),
+                "99999".into(),
+            ],
+            vec![],
+            "invalid value for `metrics_port` = \"99999\" (from flag --metrics-port)",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = agent_command(&args);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let (code, out, err) = run_agent_cmd(cmd);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}\n got: {err}\nwant: {want}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    // clap's own mistakes are exit 2 too, and secrets have no flag.
+    let (code, _, err) = run_agent(&["run", "--pushgateway-password", "x"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -1,0 +1,414 @@
+//! The push cycle against a real Pushgateway and the simulator: exact grouping labels,
+//! per-locale labels and values, values that advance, every Arkouda release, legacy names,
+//! dry run, and finding the server through the connection-info file.
+
+mod common;
+
+use common::*;
+
+/// The group of a 3-locale job has exactly the grouping labels, each locale's series the
+/// right `locale` label and the simulator's values, and the values advance between cycles.
+#[test]
+fn three_locales_exact_labels_values_and_progress() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&["--locales", "3", "--distinct-locale-memory"]);
+    let _agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "4242",
+        "--interval",
+        "300ms",
+    ]);
+    let g = pg.wait_group("4242", "the job's group with data", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+            && g.all("arkouda_locale_memory_used_bytes").len() == 3
+    });
+    assert_eq!(
+        g.labels,
+        labels(&[("job", "arkouda"), ("slurm_job_id", "4242")])
+    );
+
+    // Tick k of the simulator: locale i reports (100k + i) × 1e6 bytes; per user
+    // create = 2k, randint = 3k, sum = k; connect and getconfig 1.
+    let check = |g: &Group| -> f64 {
+        let mem0 = g
+            .value("arkouda_locale_memory_used_bytes", &[("locale", "0")])
+            .unwrap();
+        let k = mem0 / 1e8;
+        assert_eq!(k.fract(), 0.0, "tick from memory {mem0}");
+        for i in 0..3 {
+            let l = i.to_string();
+            let series: Vec<&Series> = g
+                .all("arkouda_locale_memory_used_bytes")
+                .into_iter()
+                .filter(|s| s.labels["locale"] == l)
+                .collect();
+            assert_eq!(series.len(), 1, "locale {l}");
+            // The Pushgateway adds instance="" to series of a group whose key has none.
+            assert_eq!(
+                series[0].labels,
+                labels(&[
+                    ("job", "arkouda"),
+                    ("slurm_job_id", "4242"),
+                    ("instance", ""),
+                    ("locale", &l)
+                ])
+            );
+            assert_eq!(series[0].value, (k * 100.0 + i as f64) * 1e6, "locale {l}");
+            let ratio = g
+                .value("arkouda_locale_memory_used_ratio", &[("locale", &l)])
+                .unwrap();
+            let want = (k * 100.0 + i as f64) * 1e6 / 274877906944.0;
+            assert!(
+                (ratio - want).abs() < want * 1e-5,
+                "ratio {ratio} vs {want}"
+            );
+            assert_eq!(
+                g.value("arkouda_locale_physical_memory_bytes", &[("locale", &l)]),
+                Some(274877906944.0)
+            );
+            assert_eq!(
+                g.value("arkouda_locale_processing_units", &[("locale", &l)]),
+                Some(128.0)
+            );
+            let info = g
+                .all("arkouda_locale_info")
+                .into_iter()
+                .find(|s| s.labels["locale"] == l)
+                .unwrap();
+            assert_eq!(info.labels["locale_name"], format!("nid{i:04}"));
+        }
+        assert_eq!(
+            g.value("arkouda_requests_total", &[("command", "create")]),
+            Some(2.0 * k)
+        );
+        assert_eq!(
+            g.value("arkouda_requests_total", &[("command", "randint")]),
+            Some(3.0 * k)
+        );
+        assert_eq!(
+            g.value("arkouda_requests_total", &[("command", "sum")]),
+            Some(k)
+        );
+        assert_eq!(
+            g.value("arkouda_requests_total", &[("command", "connect")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            g.value("arkouda_requests_total", &[("command", "total")]),
+            None
+        );
+        assert_eq!(
+            g.value(
+                "arkouda_user_requests_total",
+                &[("user", "alice"), ("command", "create")]
+            ),
+            Some(2.0 * k)
+        );
+        assert_eq!(g.value("arkouda_locales", &[]), Some(3.0));
+        let info = g.all("arkouda_server_info");
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].labels["version"], "v2026.07.15");
+        assert_eq!(info[0].labels["hostname"], "nid0000");
+        assert_eq!(info[0].labels["server_name"], "arkouda-metrics");
+        assert_eq!(g.value("arkouda_agent_poll_errors_total", &[]), Some(0.0));
+        assert!(
+            g.value("arkouda_agent_last_success_timestamp_seconds", &[])
+                .unwrap()
+                > 1.7e9
+        );
+        k
+    };
+    let k1 = check(&g);
+    let g2 = pg.wait_group("4242", "a later cycle", |g| {
+        g.value("arkouda_locale_memory_used_bytes", &[("locale", "0")])
+            .unwrap_or(0.0)
+            / 1e8
+            > k1
+    });
+    let k2 = check(&g2);
+    assert!(k2 > k1);
+}
+
+/// Every release of the simulator is polled correctly: each gets the request shape it
+/// understands (a wrong one kills the real metrics daemon) and each reply shape is read.
+#[test]
+fn every_release_is_polled() {
+    let pg = Pushgateway::start();
+    let releases = [
+        ("2022.08.15", false),
+        ("2022.09.30", false),
+        ("2023.02.08", false),
+        ("2023.03.01", false),
+        ("2023.04.07", true),
+        ("2024.04.19", true),
+        ("2024.10.02", true),
+        ("head", true),
+    ];
+    for (i, (release, totals)) in releases.iter().enumerate() {
+        let job = format!("rel{i}");
+        let sim = Sim::start(&["--release", release, "--locales", "2"]);
+        let (code, _, err) = run_agent(&[
+            "once",
+            "--arkouda",
+            &sim.endpoint(),
+            "--pushgateway",
+            &pg.url,
+            "--job-id",
+            &job,
+        ]);
+        assert_eq!(code, 0, "release {release}: {err}");
+        let g = pg.wait_group(&job, "the group", |_| true);
+        assert_eq!(g.value("arkouda_up", &[]), Some(1.0), "{release}");
+        // First ALL request: tick 1.
+        assert_eq!(
+            g.value("arkouda_requests_total", &[("command", "create")]),
+            Some(2.0),
+            "{release}"
+        );
+        assert_eq!(
+            g.all("arkouda_locale_memory_used_bytes").len(),
+            2,
+            "{release}"
+        );
+        assert_eq!(
+            g.value("arkouda_locale_memory_used_bytes", &[("locale", "1")]),
+            Some(1e8),
+            "{release}"
+        );
+        let version = if *release == "head" {
+            "v2026.07.15".to_string()
+        } else {
+            format!("v{release}")
+        };
+        assert_eq!(g.all("arkouda_server_info")[0].labels["version"], version);
+        assert_eq!(
+            g.all("arkouda_command_response_seconds_total").len(),
+            if *totals { 5 } else { 0 },
+            "{release}"
+        );
+        // bad_cmd first fails at tick 5: at tick 1 no error class has a count.
+        assert_eq!(g.all("arkouda_errors_total").len(), 0, "{release}");
+        // The metrics daemon is still alive: a second poll works.
+        let (code, _, err) = run_agent(&[
+            "once",
+            "--arkouda",
+            &sim.endpoint(),
+            "--pushgateway",
+            &pg.url,
+            "--job-id",
+            &job,
+        ]);
+        assert_eq!(code, 0, "release {release}, second poll: {err}");
+        let g = pg.wait_group(&job, "tick 2", |g| {
+            g.value("arkouda_requests_total", &[("command", "create")]) == Some(4.0)
+        });
+        assert_eq!(
+            g.value("arkouda_agent_skipped_records_total", &[]),
+            Some(0.0),
+            "{release}"
+        );
+    }
+}
+
+/// v2024.04.19 counts errors per class: after tick 5 `bad_cmd` has failed once.
+#[test]
+fn error_classes_are_counted() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&["--release", "2024.04.19"]);
+    let _agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "errs",
+        "--interval",
+        "200ms",
+    ]);
+    let g = pg.wait_group("errs", "an error class", |g| {
+        g.value("arkouda_errors_total", &[]).is_some()
+    });
+    assert_eq!(
+        g.value(
+            "arkouda_errors_total",
+            &[("error_type", "IllegalArgumentError")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(g.all("arkouda_errors_total").len(), 1, "no `total` row");
+}
+
+/// `--legacy-names` emits the old exporter's names and labels.
+#[test]
+fn legacy_names() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&["--locales", "2"]);
+    let (code, _, err) = run_agent(&[
+        "once",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "legacy",
+        "--legacy-names",
+        "--server-name",
+        "prod",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let g = pg.wait_group("legacy", "the group", |_| true);
+    assert_eq!(
+        g.value(
+            "arkouda_number_of_requests_per_command",
+            &[("command", "create"), ("arkouda_server_name", "prod")]
+        ),
+        Some(2.0)
+    );
+    // connect 1 + getconfig 1 + create 2 + randint 3 + sum 1 at tick 1.
+    assert_eq!(g.value("arkouda_total_number_of_requests", &[]), Some(8.0));
+    let mem = g.all("arkouda_memory_used_per_locale");
+    assert_eq!(mem.len(), 2);
+    assert_eq!(mem[1].labels["locale_num"], "1");
+    assert_eq!(mem[1].labels["locale_name"], "nid0001");
+    assert!(g.all("arkouda_requests_total").is_empty());
+    assert_eq!(g.value("arkouda_up", &[]), Some(1.0));
+}
+
+/// `once --dry-run` prints the exposition text and pushes nothing.
+#[test]
+fn dry_run_prints_and_does_not_push() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let (code, out, err) = run_agent(&[
+        "once",
+        "--dry-run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "dry",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("# TYPE arkouda_requests_total counter\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("arkouda_requests_total{command=\"create\"} 2\n"),
+        "{out}"
+    );
+    assert!(out.contains("\narkouda_up 1\n"), "{out}");
+    assert!(pg.job_groups("dry").is_empty());
+}
+
+/// `once` exits non-zero when the server does not answer, and still pushes arkouda_up 0.
+#[test]
+fn once_fails_when_the_server_is_down() {
+    let pg = Pushgateway::start();
+    let port = free_port();
+    let (code, _, _) = run_agent(&[
+        "once",
+        "--arkouda",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "down",
+        "--arkouda-timeout",
+        "200ms",
+    ]);
+    assert_eq!(code, 1);
+    let g = pg.wait_group("down", "arkouda_up 0", |_| true);
+    assert_eq!(g.value("arkouda_up", &[]), Some(0.0));
+    assert_eq!(g.value("arkouda_agent_poll_errors_total", &[]), Some(1.0));
+    assert!(g.all("arkouda_requests_total").is_empty());
+}
+
+/// The server found through its connection-info file, which appears only after the agent
+/// started: arkouda_up 0 meanwhile, then data, with no restart.
+#[test]
+fn connection_info_file_waited_for() {
+    let pg = Pushgateway::start();
+    let dir = TempDir::new("ci");
+    let info = dir.path("server.info");
+    let port = free_port();
+    let _agent = spawn_agent(&[
+        "run",
+        "--connection-info",
+        info.to_str().unwrap(),
+        "--metrics-port",
+        &port.to_string(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "cinfo",
+        "--interval",
+        "200ms",
+        "--arkouda-timeout",
+        "300ms",
+    ]);
+    let g = pg.wait_group("cinfo", "arkouda_up 0 while there is no server", |g| {
+        g.value("arkouda_up", &[]) == Some(0.0)
+    });
+    assert!(g.value("arkouda_agent_poll_errors_total", &[]).unwrap() >= 1.0);
+    let _sim = Sim::start_on(
+        port,
+        &[
+            "--connection-info",
+            info.to_str().unwrap(),
+            "--server-hostname",
+            "127.0.0.1",
+        ],
+    );
+    let g = pg.wait_group("cinfo", "data once the server is up", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    assert!(g
+        .value("arkouda_requests_total", &[("command", "create")])
+        .is_some());
+}
+
+/// A token from a file works, and neither the log nor `check` shows it.
+#[test]
+fn token_file_is_never_shown() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let dir = TempDir::new("tok");
+    let token = dir.path("token");
+    std::fs::write(&token, "s3cr3t-t0ken\n").unwrap();
+    let args = [
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "tok",
+        "--arkouda-token-file",
+        token.to_str().unwrap(),
+    ];
+    let (code, out, err) = run_agent(&[&["once"], &args[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("s3cr3t") && !out.contains("s3cr3t"), "{err}");
+    let mut cmd = agent_command(&[&["check"], &args[..]].concat());
+    cmd.env(
+        "ARKOUDA_PUSH_AGENT_PUSHGATEWAY_BEARER_TOKEN",
+        "b3arer-s3cret",
+    );
+    let (code, out, err) = run_agent_cmd(cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("arkouda_token = (unset)"), "{out}");
+    assert!(out.contains("pushgateway_bearer_token = *** (environment ARKOUDA_PUSH_AGENT_PUSHGATEWAY_BEARER_TOKEN)"), "{out}");
+    assert!(out.contains("arkouda: OK"), "{out}");
+    assert!(out.contains("pushgateway: OK"), "{out}");
+    assert!(
+        !out.contains("s3cr3t") && !err.contains("s3cr3t"),
+        "{out}{err}"
+    );
+}
