@@ -165,6 +165,12 @@ fn delete_fails_when_pushgateway_is_down() {
     assert!(err.contains("cannot connect"), "{err}");
 }
 
+struct Case {
+    args: Vec<String>,
+    env: Option<(&'static str, &'static str)>,
+    want: &'static str,
+}
+
 /// A configuration mistake: exit 2, one message naming the key and where it came from,
 /// nothing started.
 #[test]
@@ -175,73 +181,54 @@ fn configuration_errors_exit_2() {
     let bad_file = dir.path("bad.toml");
     std::fs::write(&bad_file, "pushgatewy = \"http://x\"\n").unwrap();
 
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
-        (
-            vec![
-                "run".into(),
-                "--job-id".into(),
-                "1".into(),
-                "--interval".into(),
-                "soon".into(),
-            ],
-            vec![],
-            "invalid value for `interval` = \"soon\" (from flag --interval)",
-        ),
-        (
-            vec!["run".into(), "--job-id".into(), "1".into()],
-            vec![("POLLING_INTERVAL_SECONDS", "x")],
-            "invalid value for `interval` = \"x\" (from environment POLLING_INTERVAL_SECONDS)",
-        ),
-        (
-            vec![
-                "run".into(),
-                "--job-id".into(),
-                "1".into(),
-                "--config".into(),
-                file.display().to_string(),
-            ],
-            vec![],
-            "invalid value for `interval` = \"soon\" (from file ",
-        ),
-        (
-            vec![
-                "run".into(),
-                "--job-id".into(),
-                "1".into(),
-                "--config".into(),
-                bad_file.display().to_string(),
-            ],
-            vec![],
-            "unknown key `pushgatewy` in file ",
-        ),
-        (
-            vec![
-                "run".into(),
-                "--job-id".into(),
-                "1".into(),
-                "--config".into(),
-                "/nonexistent.toml".into(),
-            ],
-            vec![],
-            "cannot read config file /nonexistent.toml",
-        ),
-        (vec!["run".into()], vec![], "missing `job_id`"),
-        (
-            vec![
-                "run".into(),
-                "--job-id".into(),
-                "1".into(),
-                "--metrics-port".into(),
-                "99999".into(),
-            ],
-            vec![],
-            "invalid value for `metrics_port` = \"99999\" (from flag --metrics-port)",
-        ),
+    let file = file.display().to_string();
+    let bad_file = bad_file.display().to_string();
+    let job = ["run", "--job-id", "1"];
+    let with = |extra: &[&str]| -> Vec<String> {
+        job.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let cases = vec![
+        Case {
+            args: with(&["--interval", "soon"]),
+            env: None,
+            want: "invalid value for `interval` = \"soon\" (from flag --interval)",
+        },
+        Case {
+            args: with(&[]),
+            env: Some(("POLLING_INTERVAL_SECONDS", "x")),
+            want:
+                "invalid value for `interval` = \"x\" (from environment POLLING_INTERVAL_SECONDS)",
+        },
+        Case {
+            args: with(&["--config", &file]),
+            env: None,
+            want: "invalid value for `interval` = \"soon\" (from file ",
+        },
+        Case {
+            args: with(&["--config", &bad_file]),
+            env: None,
+            want: "unknown key `pushgatewy` in file ",
+        },
+        Case {
+            args: with(&["--config", "/nonexistent.toml"]),
+            env: None,
+            want: "cannot read config file /nonexistent.toml",
+        },
+        Case {
+            args: vec!["run".into()],
+            env: None,
+            want: "missing `job_id`",
+        },
+        Case {
+            args: with(&["--metrics-port", "99999"]),
+            env: None,
+            want: "invalid value for `metrics_port` = \"99999\" (from flag --metrics-port)",
+        },
     ];
-    for (args, env, want) in cases {
+    for Case { args, env, want } in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = agent_command(&args);
-        for (k, v) in &env {
+        if let Some((k, v)) = env {
             cmd.env(k, v);
         }
         let (code, out, err) = run_agent_cmd(cmd);
