@@ -53,6 +53,7 @@ pub enum Kind {
     Duration,
     Path,
     Labels,
+    List,
 }
 
 /// One setting: its key, the extra environment names it honours, its default and its doc.
@@ -144,6 +145,17 @@ pub static KEYS: &[KeyDef] = &[
     key("legacy_names", Kind::Bool, Some("false"), &[],
         "Emit the old Python exporter's metric names instead of the arkouda_* names."),
     key("log_level", Kind::Str, Some("info"), &[], "error, warn, info, debug or trace (or a tracing filter)."),
+    // [slurm]: how the Slurm hooks (`arkouda-push-agent slurm prolog|epilog`) decide.
+    key("slurm.select", Kind::Str, Some("comment"), &[],
+        "Which jobs get an agent: comment (the job's comment carries comment_marker), all, or partition."),
+    key("slurm.comment_marker", Kind::Str, Some("arkouda-metrics"), &[],
+        "The word in a job's comment (sbatch --comment) that opts it in, with select = \"comment\"."),
+    key("slurm.partitions", Kind::List, None, &[],
+        "Partitions whose jobs get an agent, with select = \"partition\"."),
+    key("slurm.connection_info", Kind::Path, None, &[],
+        "Path template of the job's connection-info file: %j job id, %u user, %w the job's work directory."),
+    key("slurm.run_as", Kind::Str, Some("arkouda-push-agent"), &[],
+        "User the prolog runs the agent as (never root)."),
 ];
 
 fn find_key(name: &str) -> Option<&'static KeyDef> {
@@ -355,8 +367,13 @@ pub fn resolve(
     })
 }
 
+/// `ARKOUDA_PUSH_AGENT_<KEY>`; a table key `slurm.select` is `ARKOUDA_PUSH_AGENT_SLURM_SELECT`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
+}
+
 fn env_value(def: &KeyDef, env: &BTreeMap<String, String>) -> Option<(String, String)> {
-    let canonical = format!("{ENV_PREFIX}{}", def.key.to_uppercase());
+    let canonical = env_name(def.key);
     std::iter::once(canonical.as_str())
         .chain(def.env_aliases.iter().copied())
         .find_map(|name| {
@@ -373,7 +390,11 @@ pub fn unknown_env_keys(env: &BTreeMap<String, String>) -> Vec<String> {
     env.keys()
         .filter_map(|k| k.strip_prefix(ENV_PREFIX))
         .filter(|rest| !SCRIPT_VARS.contains(rest))
-        .filter(|rest| find_key(&rest.to_lowercase()).is_none())
+        .filter(|rest| {
+            !KEYS
+                .iter()
+                .any(|k| env_name(k.key) == format!("{ENV_PREFIX}{rest}"))
+        })
         .map(|rest| format!("{ENV_PREFIX}{rest}"))
         .collect()
 }
@@ -392,17 +413,37 @@ fn read_file(path: &Path) -> Result<Vec<(String, Raw)>, ConfigError> {
         .map_err(|e| file_err(e.to_string()))?;
     let map = config::Source::collect(&built).map_err(|e| file_err(e.to_string()))?;
     let mut out = Vec::new();
+    flatten(path, "", map, &mut out)?;
+    Ok(out)
+}
+
+/// Keys of the file as `key` or `table.key` (a `[slurm]` table holds the `slurm.*` keys);
+/// a table-valued key such as `labels` stays whole.
+fn flatten(
+    path: &Path,
+    prefix: &str,
+    map: config::Map<String, config::Value>,
+    out: &mut Vec<(String, Raw)>,
+) -> Result<(), ConfigError> {
     for (k, v) in map {
-        if find_key(&k).is_none() {
+        let full = format!("{prefix}{k}");
+        let is_table = matches!(v.kind, config::ValueKind::Table(_));
+        if find_key(&full).is_some() {
+            out.push((full, from_config_value(v)));
+        } else if let (true, config::ValueKind::Table(t)) = (
+            KEYS.iter().any(|d| d.key.starts_with(&format!("{full}."))),
+            v.kind,
+        ) {
+            flatten(path, &format!("{full}."), t, out)?;
+        } else {
             return Err(ConfigError::UnknownKey {
-                hint: suggestion(&k),
-                key: k,
+                hint: suggestion(&full),
+                key: if is_table { format!("[{full}]") } else { full },
                 origin: Source::File(path.to_path_buf()),
             });
         }
-        out.push((k, from_config_value(v)));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn suggestion(unknown: &str) -> String {
@@ -449,6 +490,24 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub legacy_names: bool,
     pub log_level: String,
+    pub slurm: SlurmSettings,
+}
+
+/// Which jobs the Slurm prolog starts an agent for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlurmSelect {
+    /// Jobs whose comment carries the marker as one of its words.
+    Comment(String),
+    All,
+    Partitions(Vec<String>),
+}
+
+/// The `[slurm]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlurmSettings {
+    pub select: SlurmSelect,
+    pub connection_info: Option<String>,
+    pub run_as: String,
 }
 
 /// Labels the agent sets itself; a static label may not take these names.
@@ -556,6 +615,67 @@ impl Reader<'_> {
             return Err(self.invalid(key, expected()));
         }
         Ok(d)
+    }
+
+    fn slurm(&self) -> Result<SlurmSettings, ConfigError> {
+        let select = match self.required("slurm.select")?.trim() {
+            "comment" => {
+                let marker = self.required("slurm.comment_marker")?;
+                if marker.contains(|c: char| c.is_whitespace() || c == ',') {
+                    return Err(self.invalid(
+                        "slurm.comment_marker",
+                        "must be one word (no spaces or commas)",
+                    ));
+                }
+                SlurmSelect::Comment(marker)
+            }
+            "all" => SlurmSelect::All,
+            "partition" => {
+                let parts = self.list("slurm.partitions")?;
+                if parts.is_empty() {
+                    return Err(ConfigError::Missing {
+                        key: "slurm.partitions".to_string(),
+                        hint: "select = \"partition\" needs the list of partitions".to_string(),
+                    });
+                }
+                SlurmSelect::Partitions(parts)
+            }
+            _ => return Err(self.invalid("slurm.select", "expected comment, all or partition")),
+        };
+        let run_as = self.required("slurm.run_as")?;
+        if run_as == "root" || run_as == "0" {
+            return Err(self.invalid(
+                "slurm.run_as",
+                "the agent never runs as root; use a dedicated user",
+            ));
+        }
+        Ok(SlurmSettings {
+            select,
+            connection_info: self.nonempty("slurm.connection_info")?,
+            run_as,
+        })
+    }
+
+    /// A TOML array of strings, or a comma-separated string (environment, flags).
+    fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        match self.raw(key) {
+            None => Ok(Vec::new()),
+            Some(Raw::Str(s)) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Some(Raw::List(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Raw::Str(s) => Ok(s.clone()),
+                    Raw::Int(n) => Ok(n.to_string()),
+                    _ => Err(self.invalid(key, "expected a list of strings")),
+                })
+                .collect(),
+            Some(_) => Err(self.invalid(key, "expected a list of strings")),
+        }
     }
 
     fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
@@ -826,6 +946,7 @@ impl Settings {
             )?,
             legacy_names: r.bool("legacy_names")?,
             log_level,
+            slurm: r.slurm()?,
         })
     }
 
@@ -1174,6 +1295,43 @@ mod tests {
             unknown_env_keys(&e),
             vec!["ARKOUDA_PUSH_AGENT_INTERVALL".to_string()]
         );
+    }
+
+    #[test]
+    fn slurm_table() {
+        let toml = file("interval = \"2s\"\n[slurm]\nselect = \"partition\"\npartitions = [\"gpu\", \"arkouda\"]\nrun_as = \"nobody\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        let s = settings(&f, &env(&[])).unwrap();
+        assert_eq!(
+            s.slurm.select,
+            SlurmSelect::Partitions(vec!["gpu".into(), "arkouda".into()])
+        );
+        assert_eq!(s.slurm.run_as, "nobody");
+        let e = env(&[("ARKOUDA_PUSH_AGENT_SLURM_SELECT", "all")]);
+        assert_eq!(settings(&f, &e).unwrap().slurm.select, SlurmSelect::All);
+        assert!(unknown_env_keys(&e).is_empty());
+        let d = settings(&flags(&[]), &env(&[])).unwrap().slurm;
+        assert_eq!(d.select, SlurmSelect::Comment("arkouda-metrics".into()));
+
+        let toml = file("[slurm]\nselct = \"all\"\n");
+        f.config = Some(toml.0.clone());
+        let err = resolve(&f, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.starts_with("unknown key `slurm.selct`")
+                && err.ends_with("(did you mean `slurm.select`?)"),
+            "{err}"
+        );
+        let toml = file("[slurmm]\nselect = \"all\"\n");
+        f.config = Some(toml.0.clone());
+        let err = resolve(&f, &env(&[])).unwrap_err().to_string();
+        assert!(err.starts_with("unknown key `[slurmm]`"), "{err}");
+        let e = env(&[("ARKOUDA_PUSH_AGENT_SLURM_SELECT", "partition")]);
+        let err = settings(&flags(&[]), &e).unwrap_err().to_string();
+        assert!(err.starts_with("missing `slurm.partitions`"), "{err}");
+        let e = env(&[("ARKOUDA_PUSH_AGENT_SLURM_RUN_AS", "root")]);
+        let err = settings(&flags(&[]), &e).unwrap_err().to_string();
+        assert!(err.contains("never runs as root"), "{err}");
     }
 
     #[test]
