@@ -265,6 +265,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     let job_id = settings.require_job_id()?.to_string();
     let interval = settings.interval;
     let shutdown_timeout = settings.shutdown_timeout;
+    let watch_pid = settings.watch_pid;
     let mut agent = Agent::new(settings, &job_id)?;
     tracing::info!(
         version = VERSION,
@@ -274,14 +275,27 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     );
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // With --watch-pid the agent ends with the process it serves (arkouda_server).
+    let watched = async {
+        match watch_pid {
+            Some(pid) => {
+                crate::process::gone(pid, Duration::from_millis(250)).await;
+                tracing::info!(pid, "the watched process has exited");
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(watched);
     while !*shutdown.borrow() {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = &mut watched => break,
             _ = ticker.tick() => {}
         }
         let deadline = Instant::now() + interval;
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = &mut watched => break,
             _ = agent.cycle(deadline) => {}
         }
     }

@@ -135,6 +135,21 @@ pub struct Common {
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Append the log to this file instead of standard error.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<String>,
+    /// run: detach; return once the agent runs on its own (for a Slurm Prolog).
+    #[arg(long)]
+    pub daemonize: bool,
+    /// run: write the agent's pid to this file (removed at exit).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<String>,
+    /// run: stop, deleting the group, when this process is gone.
+    #[arg(long, value_name = "PID")]
+    pub watch_pid: Option<String>,
+    /// Directory of the one-agent-per-group lock files [default: /run/lock].
+    #[arg(long, value_name = "DIR")]
+    pub lock_dir: Option<String>,
 }
 
 impl Common {
@@ -174,6 +189,11 @@ impl Common {
         f.set("shutdown_timeout", c.shutdown_timeout);
         f.set("legacy_names", c.legacy_names.then(|| "true".to_string()));
         f.set("log_level", c.log_level);
+        f.set("log_file", c.log_file);
+        f.set("daemonize", c.daemonize.then(|| "true".to_string()));
+        f.set("pid_file", c.pid_file);
+        f.set("watch_pid", c.watch_pid);
+        f.set("lock_dir", c.lock_dir);
         f
     }
 }

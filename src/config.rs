@@ -54,6 +54,7 @@ pub enum Kind {
     Path,
     Labels,
     List,
+    Int,
 }
 
 /// One setting: its key, the extra environment names it honours, its default and its doc.
@@ -145,6 +146,14 @@ pub static KEYS: &[KeyDef] = &[
     key("legacy_names", Kind::Bool, Some("false"), &[],
         "Emit the old Python exporter's metric names instead of the arkouda_* names."),
     key("log_level", Kind::Str, Some("info"), &[], "error, warn, info, debug or trace (or a tracing filter)."),
+    key("log_file", Kind::Path, None, &[], "Append the log to this file instead of standard error."),
+    key("daemonize", Kind::Bool, Some("false"), &[],
+        "run: detach from the caller; return only once the agent is running on its own."),
+    key("pid_file", Kind::Path, None, &[], "run: write the agent's pid here; removed at exit."),
+    key("watch_pid", Kind::Int, None, &[],
+        "run: stop (deleting the group) when this process, e.g. arkouda_server, is gone."),
+    key("lock_dir", Kind::Path, None, &[],
+        "Directory of the one-agent-per-group lock files [default: /run/lock, else the temp directory]."),
     // [slurm]: how the Slurm hooks (`arkouda-push-agent slurm prolog|epilog`) decide.
     key("slurm.select", Kind::Str, Some("comment"), &[],
         "Which jobs get an agent: comment (the job's comment carries comment_marker), all, or partition."),
@@ -490,6 +499,11 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub legacy_names: bool,
     pub log_level: String,
+    pub log_file: Option<PathBuf>,
+    pub daemonize: bool,
+    pub pid_file: Option<PathBuf>,
+    pub watch_pid: Option<i32>,
+    pub lock_dir: Option<PathBuf>,
     pub slurm: SlurmSettings,
 }
 
@@ -946,6 +960,13 @@ impl Settings {
             )?,
             legacy_names: r.bool("legacy_names")?,
             log_level,
+            log_file: r.path("log_file")?,
+            daemonize: r.bool("daemonize")?,
+            pid_file: r.path("pid_file")?,
+            watch_pid: r
+                .integer("watch_pid", 1, i128::from(i32::MAX))?
+                .and_then(|p| i32::try_from(p).ok()),
+            lock_dir: r.path("lock_dir")?,
             slurm: r.slurm()?,
         })
     }

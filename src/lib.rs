@@ -11,6 +11,7 @@ pub mod agent;
 pub mod arkouda;
 pub mod cli;
 pub mod config;
+pub mod process;
 pub mod secret;
 pub mod sinks;
 pub mod translate;

@@ -2,14 +2,16 @@
 //! turn the result into an exit code (0 ok, 1 failure, 2 configuration error).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
 
-use arkouda_push_agent::agent;
 use arkouda_push_agent::cli::{Cli, Command};
 use arkouda_push_agent::config::{self, ConfigError, Resolved, Settings};
+use arkouda_push_agent::{agent, process};
 
 const CONFIG_ERROR: u8 = 2;
 
@@ -32,15 +34,68 @@ fn load(cli: &Cli, env: &BTreeMap<String, String>) -> Result<(Settings, Resolved
     Ok((settings, resolved))
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, file: Option<&Path>) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            builder.with_ansi(false).with_writer(Mutex::new(f)).init();
+        }
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
+}
+
+/// What `run` holds for its whole life: the group lock and the pid file.
+struct RunGuards {
+    _lock: process::GroupLock,
+    _pid_file: Option<process::PidFile>,
+}
+
+/// The steps of `run` that must happen before any thread exists: detach, lock the group,
+/// write the pid file, open the log. With --daemonize the caller is told only now.
+fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
+    let mut readiness = if settings.daemonize {
+        Some(process::daemonize().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let result = (|| -> Result<RunGuards, String> {
+        let job_id = settings.require_job_id().map_err(|e| e.to_string())?;
+        let group = agent::grouping_key(settings, job_id).path();
+        let dir = settings
+            .lock_dir
+            .clone()
+            .unwrap_or_else(process::default_lock_dir);
+        let lock = process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?;
+        let pid_file = match &settings.pid_file {
+            Some(p) => Some(process::PidFile::write(p).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        init_logging(&settings.log_level, settings.log_file.as_deref())?;
+        Ok(RunGuards {
+            _lock: lock,
+            _pid_file: pid_file,
+        })
+    })();
+    if let Some(r) = readiness.as_mut() {
+        match &result {
+            Ok(_) => r.ready(),
+            Err(e) => r.fail(e),
+        }
+    }
+    result
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
@@ -58,7 +113,17 @@ fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
-    init_logging(&settings.log_level);
+    let _guards = if matches!(cli.command, Command::Run(_)) {
+        match prepare_run(&settings) {
+            Ok(g) => Some(g),
+            Err(e) => return fail(&anyhow::anyhow!(e)),
+        }
+    } else {
+        if let Err(e) = init_logging(&settings.log_level, settings.log_file.as_deref()) {
+            return fail(&anyhow::anyhow!(e));
+        }
+        None
+    };
     for name in config::unknown_env_keys(&env) {
         tracing::warn!(variable = %name, "ignoring an environment variable that names no setting");
     }

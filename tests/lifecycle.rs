@@ -240,3 +240,153 @@ fn configuration_errors_exit_2() {
     let (code, _, err) = run_agent(&["run", "--pushgateway-password", "x"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// Two agents for one group: the second refuses with a clear message (exit 1), and the
+/// first keeps pushing. Another group of the same job (a second server) is allowed.
+#[test]
+fn second_agent_for_a_group_refuses() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let dir = TempDir::new("lock");
+    let lock_dir = dir.0.to_str().unwrap();
+    let mut args = run_args(&pg, "lock", &endpoint);
+    args.extend(["--lock-dir", lock_dir]);
+    let first = spawn_agent(&args);
+    pg.wait_group("lock", "the first agent's group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    let (code, _, err) = run_agent(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("another agent (pid {}) is already pushing group /metrics/job/arkouda/slurm_job_id/lock", first.pid())),
+        "{err}"
+    );
+    let mut second_server = args.clone();
+    second_server.extend(["--labels", "instance=b"]);
+    let _second = spawn_agent(&second_server);
+    eventually(Duration::from_secs(10), "two groups of the job", || {
+        let n = pg.job_groups("lock").len();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    });
+}
+
+/// Kills a process by pid when dropped (for a daemon that is no child of the test).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn session_id(pid: i32) -> Option<i32> {
+    // Field 6 of /proc/PID/stat, after the parenthesised command name.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+/// `run --daemonize --pid-file`: returns at once with the agent detached in its own
+/// session, logging to --log-file; SIGTERM to the pid in the file deletes the group and
+/// removes the pid file.
+#[test]
+fn daemonize_with_pid_and_log_file() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let dir = TempDir::new("daemon");
+    let pid_file = dir.path("agent.pid");
+    let log_file = dir.path("agent.log");
+    let mut args = run_args(&pg, "daemon", &endpoint);
+    args.extend([
+        "--daemonize",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--log-file",
+        log_file.to_str().unwrap(),
+    ]);
+    let started = Instant::now();
+    let (code, out, err) = run_agent(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The caller's pipes were released: output() returned, so nothing held them.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let _guard = KillOnDrop(pid);
+    assert_eq!(
+        session_id(pid),
+        Some(pid),
+        "the daemon leads its own session"
+    );
+    pg.wait_group("daemon", "the daemon's group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    assert!(std::fs::read_to_string(&log_file)
+        .unwrap_or_default()
+        .contains("agent started"));
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    pg.wait_gone("daemon", Duration::from_secs(2));
+    eventually(
+        Duration::from_secs(3),
+        "the daemon to exit and remove its pid file",
+        || {
+            if session_id(pid).is_none() && !pid_file.exists() {
+                Ok(())
+            } else {
+                Err("still there".into())
+            }
+        },
+    );
+
+    // A daemon that cannot start reports why to its caller and exits 1.
+    let mut bad = run_args(&pg, "daemon2", &endpoint);
+    bad.extend(["--daemonize", "--pid-file", "/nonexistent/dir/agent.pid"]);
+    let (code, _, err) = run_agent(&bad);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot write the pid file /nonexistent/dir/agent.pid"),
+        "{err}"
+    );
+}
+
+/// `--watch-pid`: the agent ends, deleting its group, when the watched process exits.
+#[test]
+fn watch_pid_ends_with_the_server() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let mut server = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let server_pid = server.id().to_string();
+    let mut args = run_args(&pg, "watch", &endpoint);
+    args.extend(["--watch-pid", &server_pid]);
+    let mut agent = spawn_agent(&args);
+    pg.wait_group("watch", "the group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+    pg.wait_gone("watch", Duration::from_secs(2));
+    assert_eq!(agent.wait_exit(Duration::from_secs(2)).code(), Some(0));
+    assert!(agent.log_text().contains("the watched process has exited"));
+}
