@@ -5,9 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the tests run for real: each binary and the Debian package that provides it.
+declare -A provides=(
+  [/usr/bin/prometheus-pushgateway]=prometheus-pushgateway
+  [/usr/bin/prometheus]=prometheus
+  [/usr/bin/promtool]=prometheus
+  [/usr/bin/openssl]=openssl
+  [/usr/bin/htpasswd]=apache2-utils
+)
 need=()
-[ -x /usr/bin/prometheus-pushgateway ] || need+=(prometheus-pushgateway)
-[ -x /usr/bin/prometheus ] || need+=(prometheus)
+for bin in "${!provides[@]}"; do
+  [ -x "$bin" ] || need+=("${provides[$bin]}")
+done
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | grep .)
 if ((${#need[@]})); then
   echo "== installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -59,6 +59,7 @@ pub fn pushgateway(settings: &Settings) -> Result<Pushgateway, PushError> {
         password: settings.pushgateway_password.clone(),
         bearer_token: settings.pushgateway_bearer_token.clone(),
         ca_file: settings.pushgateway_ca_file.clone(),
+        insecure_skip_verify: settings.pushgateway_insecure_skip_verify,
         user_agent: format!("arkouda-push-agent/{VERSION}"),
     })
 }
@@ -155,9 +156,10 @@ impl Agent {
             Ok(p) => {
                 self.stats.last_success_timestamp_seconds = unix_now();
                 self.stats.skipped_records_total += p.records.skipped;
+                self.stats.unknown_fields_total += p.records.unknown_fields;
                 for what in &p.records.unknown_names {
                     if self.reported_unknown.insert(what.clone()) {
-                        tracing::warn!(what = %what, "skipping what this agent does not know in the metrics reply (counted in arkouda_agent_skipped_records_total)");
+                        tracing::warn!(what = %what, "skipping what this agent does not know in the metrics reply (counted in arkouda_agent_skipped_records_total or arkouda_agent_unknown_fields_total)");
                     }
                 }
                 if self.server != EndState::Up {
@@ -202,7 +204,7 @@ impl Agent {
                 self.stats.push_errors_total += 1;
                 let state = EndState::Down(e.kind());
                 if self.push != state {
-                    tracing::warn!(error = %e, "cannot push to the Pushgateway; retrying every cycle");
+                    tracing::warn!(error = %e, "cannot push to the Pushgateway; trying again every cycle");
                     self.push = state;
                 }
             }
@@ -220,7 +222,7 @@ impl Agent {
             Ok(p) => (Some(p.records.records.as_slice()), p.server_info.as_deref()),
             Err(_) => (None, None),
         };
-        let families = translate::families(
+        let t = translate::translate(
             &translate::Snapshot {
                 records,
                 server_info: info,
@@ -228,7 +230,13 @@ impl Agent {
             },
             &self.ctx,
         );
-        if let Err(e) = translate::encode_text(&families, &mut self.body) {
+        self.stats.skipped_records_total += t.unmapped;
+        for kind in t.unmapped_kinds {
+            if self.reported_unknown.insert(kind.clone()) {
+                tracing::warn!(what = %kind, "no metric maps this record; skipping it (counted in arkouda_agent_skipped_records_total)");
+            }
+        }
+        if let Err(e) = translate::encode_text(&t.families, &mut self.body) {
             // Only a bug in the fixed metric table can get here.
             tracing::error!(error = %e, "cannot encode metrics");
         }
@@ -310,7 +318,12 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
 
 /// `once`: one poll and push (or print, with `dry_run`). Ok(false) when either end failed.
 pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
-    let job_id = settings.require_job_id()?.to_string();
+    // A dry run pushes nothing, so it needs no job id.
+    let job_id = match (settings.require_job_id(), dry_run) {
+        (Ok(id), _) => id.to_string(),
+        (Err(_), true) => String::new(),
+        (Err(e), false) => return Err(e.into()),
+    };
     let timeout = settings.push_timeout;
     let mut agent = Agent::new(settings, &job_id)?;
     if dry_run {
@@ -337,7 +350,15 @@ pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        if label("job") != Some(settings.job.as_str()) || label("slurm_job_id") != Some(job_id) {
+        // Another cluster's job of the same id on a shared Pushgateway is not ours.
+        let other_cluster = settings
+            .cluster
+            .as_deref()
+            .is_some_and(|c| label("cluster") != Some(c));
+        if label("job") != Some(settings.job.as_str())
+            || label("slurm_job_id") != Some(job_id)
+            || other_cluster
+        {
             continue;
         }
         let key = GroupingKey::new(&settings.job, g.labels.clone());
@@ -356,8 +377,10 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     for line in resolved.describe() {
         println!("{line}");
     }
-    let job_id = settings.job_id.clone().unwrap_or_else(|| "(unset)".into());
-    println!("grouping key: {}", grouping_key(&settings, &job_id).path());
+    match &settings.job_id {
+        Some(id) => println!("grouping key: {}", grouping_key(&settings, id).path()),
+        None => println!("grouping key: none yet (no job id: give --job-id or set SLURM_JOB_ID)"),
+    }
 
     let mut s = session(&settings);
     let polled = tokio::task::spawn_blocking(move || {

@@ -40,12 +40,44 @@ pub enum Command {
     Delete(Common),
     /// Print the resolved configuration with the source of each value, then try both ends.
     Check(Common),
+    /// Slurm hooks, run as root by slurm/prolog.sh, epilog.sh and epilog-slurmctld.sh:
+    /// decide from the job's SLURM_* variables and the [slurm] settings, then act.
+    #[command(subcommand)]
+    Slurm(SlurmHook),
+}
+
+/// The Slurm hooks (see docs/slurm.md).
+#[derive(Subcommand, Debug)]
+pub enum SlurmHook {
+    /// Start the job's agent when the job is selected and this is its first node.
+    Prolog(Common),
+    /// Stop the job's agent (it deletes its group), then delete the job's groups as a backstop.
+    Epilog(Common),
+    /// On the controller: delete the job's groups (for a node whose Epilog never ran).
+    EpilogSlurmctld(Common),
+}
+
+impl SlurmHook {
+    pub fn common(&self) -> &Common {
+        match self {
+            SlurmHook::Prolog(c) | SlurmHook::Epilog(c) | SlurmHook::EpilogSlurmctld(c) => c,
+        }
+    }
+
+    pub fn kind(&self) -> crate::slurm::Hook {
+        match self {
+            SlurmHook::Prolog(_) => crate::slurm::Hook::Prolog,
+            SlurmHook::Epilog(_) => crate::slurm::Hook::Epilog,
+            SlurmHook::EpilogSlurmctld(_) => crate::slurm::Hook::EpilogSlurmctld,
+        }
+    }
 }
 
 impl Command {
     pub fn common(&self) -> &Common {
         match self {
             Command::Run(c) | Command::Delete(c) | Command::Check(c) => c,
+            Command::Slurm(hook) => hook.common(),
             Command::Once { common, .. } => common,
         }
     }
@@ -99,6 +131,9 @@ pub struct Common {
     /// PEM CA certificate to trust for the Pushgateway.
     #[arg(long, value_name = "PATH")]
     pub pushgateway_ca_file: Option<String>,
+    /// Accept any TLS certificate from the Pushgateway (insecure; logged at start).
+    #[arg(long)]
+    pub pushgateway_insecure_skip_verify: bool,
     /// Timeout of one HTTP request to the Pushgateway [default: 3s].
     #[arg(long, value_name = "DURATION")]
     pub push_timeout: Option<String>,
@@ -177,6 +212,11 @@ impl Common {
             c.pushgateway_bearer_token_file,
         );
         f.set("pushgateway_ca_file", c.pushgateway_ca_file);
+        f.set(
+            "pushgateway_insecure_skip_verify",
+            c.pushgateway_insecure_skip_verify
+                .then(|| "true".to_string()),
+        );
         f.set("push_timeout", c.push_timeout);
         f.set("job", c.job);
         f.set("job_id", c.job_id);

@@ -129,6 +129,8 @@ pub static KEYS: &[KeyDef] = &[
     key("pushgateway_bearer_token_file", Kind::Path, None, &[], "File holding a bearer token for the Pushgateway."),
     secret("pushgateway_bearer_token", "Bearer token for the Pushgateway (environment only)."),
     key("pushgateway_ca_file", Kind::Path, None, &[], "PEM CA certificate to trust besides the system roots."),
+    key("pushgateway_insecure_skip_verify", Kind::Bool, Some("false"), &[],
+        "Accept any TLS certificate from the Pushgateway. Insecure: logged as a warning at every start."),
     key("push_timeout", Kind::Duration, Some("3s"), &[], "Timeout of one HTTP request to the Pushgateway."),
     key("job", Kind::Str, Some("arkouda"), &[], "Value of the job grouping label."),
     key("job_id", Kind::Str, None, &["SLURM_JOB_ID"], "The job id: the slurm_job_id grouping label."),
@@ -165,6 +167,8 @@ pub static KEYS: &[KeyDef] = &[
         "Path template of the job's connection-info file: %j job id, %u user, %w the job's work directory."),
     key("slurm.run_as", Kind::Str, Some("arkouda-push-agent"), &[],
         "User the prolog runs the agent as (never root)."),
+    key("slurm.state_dir", Kind::Path, Some("/run/arkouda-push-agent"), &[],
+        "Directory of the prolog-started agents' pid, log and environment files; the prolog creates it, owned by run_as. The systemd template unit reads /run/arkouda-push-agent."),
 ];
 
 fn find_key(name: &str) -> Option<&'static KeyDef> {
@@ -487,6 +491,7 @@ pub struct Settings {
     pub pushgateway_password: Option<Secret>,
     pub pushgateway_bearer_token: Option<Secret>,
     pub pushgateway_ca_file: Option<PathBuf>,
+    pub pushgateway_insecure_skip_verify: bool,
     pub push_timeout: Duration,
     pub job: String,
     pub job_id: Option<String>,
@@ -522,6 +527,7 @@ pub struct SlurmSettings {
     pub select: SlurmSelect,
     pub connection_info: Option<String>,
     pub run_as: String,
+    pub state_dir: PathBuf,
 }
 
 /// Labels the agent sets itself; a static label may not take these names.
@@ -667,6 +673,9 @@ impl Reader<'_> {
             select,
             connection_info: self.nonempty("slurm.connection_info")?,
             run_as,
+            state_dir: self
+                .path("slurm.state_dir")?
+                .ok_or_else(|| self.invalid("slurm.state_dir", "must be set"))?,
         })
     }
 
@@ -729,7 +738,9 @@ impl Reader<'_> {
                     self.invalid(key, format!("`{k}` is not a valid Prometheus label name"))
                 );
             }
-            if RESERVED_LABELS.contains(&k.as_str()) {
+            if RESERVED_LABELS.contains(&k.as_str())
+                || crate::translate::SERIES_LABELS.contains(&k.as_str())
+            {
                 return Err(self.invalid(
                     key,
                     format!("`{k}` is set by the agent itself; use its own key"),
@@ -940,6 +951,7 @@ impl Settings {
             pushgateway_password: password,
             pushgateway_bearer_token: bearer,
             pushgateway_ca_file: r.path("pushgateway_ca_file")?,
+            pushgateway_insecure_skip_verify: r.bool("pushgateway_insecure_skip_verify")?,
             push_timeout: r.duration(
                 "push_timeout",
                 Duration::from_millis(10),
@@ -969,6 +981,30 @@ impl Settings {
             lock_dir: r.path("lock_dir")?,
             slurm: r.slurm()?,
         })
+    }
+
+    /// Makes relative paths absolute against the current directory, so they keep their
+    /// meaning after `--daemonize` changes it to `/`.
+    pub fn absolutize(&mut self, cwd: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        };
+        if let ServerLocation::ConnectionInfo { path, .. } = &mut self.server {
+            abs(path);
+        }
+        for p in [
+            &mut self.pushgateway_ca_file,
+            &mut self.log_file,
+            &mut self.pid_file,
+            &mut self.lock_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            abs(p);
+        }
     }
 
     /// The job id, which `run`, `once` and `delete` need.
@@ -1168,6 +1204,7 @@ mod tests {
             ("legacy_names", "maybe", "invalid value for `legacy_names` = \"maybe\" (from flag --legacy-names): expected true or false"),
             ("labels", "x", "invalid value for `labels` = \"x\" (from flag --labels): `x` is not NAME=VALUE"),
             ("labels", "job=x", "invalid value for `labels` = \"job=x\" (from flag --labels): `job` is set by the agent itself"),
+            ("labels", "user=x", "invalid value for `labels` = \"user=x\" (from flag --labels): `user` is set by the agent itself"),
             ("labels", "1a=x", "invalid value for `labels` = \"1a=x\" (from flag --labels): `1a` is not a valid Prometheus label name"),
             ("labels", "a=1,a=2", "invalid value for `labels` = \"a=1,a=2\" (from flag --labels): label `a` is given twice"),
             ("job", " ", "invalid value for `job` = \" \" (from flag --job): must not be empty"),

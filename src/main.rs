@@ -24,10 +24,13 @@ fn environment() -> BTreeMap<String, String> {
 
 fn load(cli: &Cli, env: &BTreeMap<String, String>) -> Result<(Settings, Resolved), ConfigError> {
     let resolved = config::resolve(&cli.command.common().flag_values(), env)?;
-    let settings = Settings::from_resolved(&resolved)?;
+    let mut settings = Settings::from_resolved(&resolved)?;
+    if let Ok(cwd) = std::env::current_dir() {
+        settings.absolutize(&cwd);
+    }
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Once { .. } | Command::Delete(_)
+        Command::Run(_) | Command::Once { dry_run: false, .. } | Command::Delete(_)
     ) {
         settings.require_job_id()?;
     }
@@ -161,6 +164,14 @@ fn main() -> ExitCode {
             },
             (Command::Check(_), _) => {
                 if agent::check(settings, &resolved).await {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            (Command::Slurm(hook), _) => {
+                let hook = hook.kind();
+                if arkouda_push_agent::slurm::run_hook(hook, &settings, &resolved, &env).await {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE

@@ -57,7 +57,8 @@ defs! {
     AGENT_LAST_SUCCESS = "arkouda_agent_last_success_timestamp_seconds", Gauge, "Unix time of the agent's latest successful poll (0: none yet).";
     AGENT_POLL_ERRORS = "arkouda_agent_poll_errors_total", Counter, "Failed polls of the metrics server since the agent started.";
     AGENT_PUSH_ERRORS = "arkouda_agent_push_errors_total", Counter, "Failed pushes since the agent started.";
-    AGENT_SKIPPED = "arkouda_agent_skipped_records_total", Counter, "Records the agent skipped (unknown category or scope, missing field) since it started.";
+    AGENT_SKIPPED = "arkouda_agent_skipped_records_total", Counter, "Records the agent skipped since it started (unknown category or scope, missing field, or nothing to map them to).";
+    AGENT_UNKNOWN_FIELDS = "arkouda_agent_unknown_fields_total", Counter, "Unknown fields seen on metric records since the agent started (ignored).";
     // The old Python exporter's names, for --legacy-names (all gauges, as it exposed them).
     L_CONNECTIONS = "arkouda_number_of_connections", Gauge, "Number of Arkouda connections";
     L_TOTAL_REQUESTS = "arkouda_total_number_of_requests", Gauge, "Total number of Arkouda requests";
@@ -77,6 +78,26 @@ defs! {
     L_SERVER_INFO = "arkouda_server_information_info", Gauge, "Arkouda server and locales configuration information";
 }
 
+/// Every label name the series carry (besides the grouping labels): a static grouping
+/// label may not take one, or it would overwrite the series' own label.
+pub const SERIES_LABELS: &[&str] = &[
+    "command",
+    "user",
+    "error_type",
+    "version",
+    "hostname",
+    "server_name",
+    "locale",
+    "locale_name",
+    "locale_hostname",
+    "partition",
+    "arkouda_server_name",
+    "arkouda_server_hostname",
+    "arkouda_version",
+    "arkouda_number_of_locales",
+    "locale_num",
+];
+
 /// The agent's own counters and timings, pushed with every cycle.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AgentStats {
@@ -87,6 +108,7 @@ pub struct AgentStats {
     pub poll_errors_total: u64,
     pub push_errors_total: u64,
     pub skipped_records_total: u64,
+    pub unknown_fields_total: u64,
 }
 
 /// Fixed facts that label the output.
@@ -183,9 +205,25 @@ impl Builder {
     }
 }
 
+/// The families of one cycle, and the records nothing maps to (a known category with an
+/// unknown name or scope): counted by the caller, which also logs each kind once.
+pub struct Translation {
+    pub families: Vec<MetricFamily>,
+    pub unmapped: u64,
+    /// One description per distinct kind of unmapped record.
+    pub unmapped_kinds: Vec<String>,
+}
+
 /// Translates one cycle's snapshot into metric families.
 pub fn families(snap: &Snapshot<'_>, ctx: &Context) -> Vec<MetricFamily> {
+    translate(snap, ctx).families
+}
+
+/// Translates one cycle's snapshot; see [`Translation`].
+pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
     let mut b = Builder::new();
+    let mut unmapped = 0;
+    let mut unmapped_kinds: Vec<String> = Vec::new();
     let a = snap.agent;
     b.add(UP, &[], if snap.records.is_some() { 1.0 } else { 0.0 });
     b.add(AGENT_INFO, &[("version", &a.version)], 1.0);
@@ -193,7 +231,7 @@ pub fn families(snap: &Snapshot<'_>, ctx: &Context) -> Vec<MetricFamily> {
     b.add(AGENT_LAST_SUCCESS, &[], a.last_success_timestamp_seconds);
     b.add(AGENT_POLL_ERRORS, &[], a.poll_errors_total as f64);
     b.add(AGENT_PUSH_ERRORS, &[], a.push_errors_total as f64);
-    b.add(AGENT_SKIPPED, &[], a.skipped_records_total as f64);
+    b.add(AGENT_UNKNOWN_FIELDS, &[], a.unknown_fields_total as f64);
     if ctx.job_user.is_some() || ctx.partition.is_some() {
         b.add(
             JOB_INFO,
@@ -209,14 +247,45 @@ pub fn families(snap: &Snapshot<'_>, ctx: &Context) -> Vec<MetricFamily> {
             server_info(&mut b, info, ctx);
         }
         for r in records {
-            if ctx.legacy_names {
-                legacy_record(&mut b, r, &ctx.server_name);
+            let mapped = if ctx.legacy_names {
+                legacy_record(&mut b, r, &ctx.server_name)
             } else {
-                record(&mut b, r);
+                record(&mut b, r)
+            };
+            // `total` rows are dropped on purpose, not skipped.
+            if !mapped && r.name != TOTAL {
+                unmapped += 1;
+                let kind = format!(
+                    "{:?} record {:?} of scope {}",
+                    r.category,
+                    r.name,
+                    scope_name(&r.scope)
+                );
+                if !unmapped_kinds.contains(&kind) {
+                    unmapped_kinds.push(kind);
+                }
             }
         }
     }
-    b.finish()
+    b.add(
+        AGENT_SKIPPED,
+        &[],
+        (a.skipped_records_total + unmapped) as f64,
+    );
+    Translation {
+        families: b.finish(),
+        unmapped,
+        unmapped_kinds,
+    }
+}
+
+fn scope_name(s: &Scope) -> &'static str {
+    match s {
+        Scope::Global => "GLOBAL",
+        Scope::Locale(_) => "LOCALE",
+        Scope::User(_) => "USER",
+        Scope::Request => "REQUEST",
+    }
 }
 
 fn server_info(b: &mut Builder, info: &ServerInfo, ctx: &Context) {
@@ -285,7 +354,8 @@ const TOTAL: &str = "total";
 const MEMORY_USED: &str = "arkouda_memory_used_per_locale";
 const PERCENT_MEMORY_USED: &str = "arkouda_percent_memory_used_per_locale";
 
-fn record(b: &mut Builder, r: &Record) {
+/// Adds the series of one record; false when nothing maps to it.
+fn record(b: &mut Builder, r: &Record) -> bool {
     let cmd = [("command", r.name.as_str())];
     match (&r.category, &r.scope) {
         (Category::NumRequests, Scope::Global) if r.name != TOTAL => b.add(REQUESTS, &cmd, r.value),
@@ -312,11 +382,12 @@ fn record(b: &mut Builder, r: &Record) {
             r.value / 100.0,
         ),
         // `total` rows, SERVER (never filled by any release) and anything new: not exported.
-        _ => {}
+        _ => return false,
     }
+    true
 }
 
-fn legacy_record(b: &mut Builder, r: &Record, server: &str) {
+fn legacy_record(b: &mut Builder, r: &Record, server: &str) -> bool {
     let s = ("arkouda_server_name", server);
     let cmd = [("command", r.name.as_str()), s];
     match (&r.category, &r.scope) {
@@ -360,8 +431,9 @@ fn legacy_record(b: &mut Builder, r: &Record, server: &str) {
                 r.value,
             )
         }
-        _ => {}
+        _ => return false,
     }
+    true
 }
 
 /// Encodes families as Prometheus text exposition into `buf` (cleared first).
@@ -400,6 +472,7 @@ mod tests {
             poll_errors_total: 2,
             push_errors_total: 1,
             skipped_records_total: 0,
+            unknown_fields_total: 3,
         }
     }
 
@@ -575,9 +648,12 @@ arkouda_agent_poll_errors_total 2
 # HELP arkouda_agent_push_errors_total Failed pushes since the agent started.
 # TYPE arkouda_agent_push_errors_total counter
 arkouda_agent_push_errors_total 1
-# HELP arkouda_agent_skipped_records_total Records the agent skipped (unknown category or scope, missing field) since it started.
+# HELP arkouda_agent_skipped_records_total Records the agent skipped since it started (unknown category or scope, missing field, or nothing to map them to).
 # TYPE arkouda_agent_skipped_records_total counter
 arkouda_agent_skipped_records_total 0
+# HELP arkouda_agent_unknown_fields_total Unknown fields seen on metric records since the agent started (ignored).
+# TYPE arkouda_agent_unknown_fields_total counter
+arkouda_agent_unknown_fields_total 3
 # HELP arkouda_job_info The batch job's user and partition; always 1.
 # TYPE arkouda_job_info gauge
 arkouda_job_info{user="alice",partition="debug"} 1
@@ -656,6 +732,36 @@ arkouda_up 1
                 r#"arkouda_requests_total{command="dup"} 2"#.into(),
                 r#"arkouda_requests_total{command=""} 3"#.into(),
             ]
+        );
+    }
+
+    /// A known category with a name or scope nothing maps to is counted and described
+    /// once; `total` rows are dropped on purpose and not counted.
+    #[test]
+    fn unmapped_records_are_counted() {
+        let recs = [
+            rec("shiny_new_gauge", Category::System, Scope::Global, 1.0),
+            rec("shiny_new_gauge", Category::System, Scope::Global, 2.0),
+            rec("x", Category::NumRequests, Scope::Request, 1.0),
+            rec("total", Category::NumRequests, Scope::Global, 9.0),
+        ];
+        let snap = Snapshot {
+            records: Some(&recs),
+            server_info: None,
+            agent: &agent(),
+        };
+        let t = translate(&snap, &Context::default());
+        assert_eq!(t.unmapped, 3);
+        assert_eq!(
+            t.unmapped_kinds,
+            vec![
+                "System record \"shiny_new_gauge\" of scope GLOBAL".to_string(),
+                "NumRequests record \"x\" of scope REQUEST".into()
+            ]
+        );
+        assert_eq!(
+            samples(&t.families, "arkouda_agent_skipped"),
+            vec!["arkouda_agent_skipped_records_total 3"]
         );
     }
 

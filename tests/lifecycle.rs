@@ -390,3 +390,34 @@ fn watch_pid_ends_with_the_server() {
     assert_eq!(agent.wait_exit(Duration::from_secs(2)).code(), Some(0));
     assert!(agent.log_text().contains("the watched process has exited"));
 }
+
+/// On a Pushgateway shared by clusters, `delete --job-id --cluster` leaves the same job id
+/// of another cluster alone.
+#[test]
+fn delete_respects_the_cluster() {
+    let pg = Pushgateway::start();
+    for cluster in ["a", "b"] {
+        pg.put_raw(
+            &format!("/metrics/job/arkouda/slurm_job_id/300/cluster/{cluster}"),
+            "arkouda_up 1\n",
+        );
+    }
+    let (code, out, err) = run_agent(&[
+        "delete",
+        "--job-id",
+        "300",
+        "--cluster",
+        "a",
+        "--pushgateway",
+        &pg.url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(Duration::from_secs(2), "only cluster b's group", || {
+        let left: Vec<_> = pg.job_groups("300").into_iter().map(|g| g.labels).collect();
+        if left.len() == 1 && left[0]["cluster"] == "b" {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    });
+}

@@ -285,6 +285,7 @@ fn legacy_names() {
 fn dry_run_prints_and_does_not_push() {
     let pg = Pushgateway::start();
     let sim = Sim::start(&[]);
+    // A dry run needs no job id.
     let (code, out, err) = run_agent(&[
         "once",
         "--dry-run",
@@ -292,8 +293,6 @@ fn dry_run_prints_and_does_not_push() {
         &sim.endpoint(),
         "--pushgateway",
         &pg.url,
-        "--job-id",
-        "dry",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(

@@ -95,6 +95,7 @@ pub struct Options {
     pub password: Option<Secret>,
     pub bearer_token: Option<Secret>,
     pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
     pub user_agent: String,
 }
 
@@ -255,7 +256,7 @@ impl Pushgateway {
                     return Err(PushError::Transport {
                         op,
                         url: url.to_string(),
-                        reason: "deadline reached".into(),
+                        reason: "timed out (no answer before the deadline)".into(),
                     })
                 }
             };
@@ -263,7 +264,7 @@ impl Pushgateway {
             if !err.retryable() || Instant::now() + wait >= deadline {
                 return Err(err);
             }
-            tracing::debug!(error = %err, attempt, "retrying");
+            tracing::debug!(error = %err, attempt, "request failed; retrying the request");
             tokio::time::sleep(wait).await;
             attempt += 1;
         }

@@ -191,24 +191,37 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 impl Pushgateway {
     pub fn start() -> Pushgateway {
+        Pushgateway::start_on(free_port())
+    }
+
+    /// On a given port (to restart one in place).
+    pub fn start_on(port: u16) -> Pushgateway {
+        Pushgateway::start_with(port, &[], reqwest::blocking::Client::new(), "http")
+    }
+
+    /// With extra flags (e.g. `--web.config.file` for TLS and basic auth), read back with
+    /// `http` over `scheme`.
+    pub fn start_with(
+        port: u16,
+        extra: &[&str],
+        http: reqwest::blocking::Client,
+        scheme: &str,
+    ) -> Pushgateway {
         let bin = "/usr/bin/prometheus-pushgateway";
         assert!(
             Path::new(bin).exists(),
             "{bin} is missing: install the Debian package prometheus-pushgateway (scripts/test.sh does)"
         );
-        let port = free_port();
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--persistence.file=")
-            .arg("--web.enable-admin-api");
+            .arg("--web.enable-admin-api")
+            .args(extra);
         let proc = Proc::spawn("pushgateway", cmd, Stdio::null());
         let pg = Pushgateway {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             proc,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("http client"),
+            http,
         };
         eventually(
             Duration::from_secs(10),
@@ -235,6 +248,7 @@ impl Pushgateway {
         let v: serde_json::Value = self
             .http
             .get(format!("{}/api/v1/metrics", self.url))
+            .timeout(Duration::from_secs(5))
             .send()
             .and_then(|r| r.json())
             .expect("GET /api/v1/metrics");
@@ -298,11 +312,31 @@ impl Pushgateway {
         })
     }
 
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url")
+    }
+
+    /// DELETEs a raw grouping path.
+    pub fn delete_raw(&self, path: &str) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .expect("DELETE");
+        assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
+    }
+
     /// PUTs a text body to a raw grouping path (for groups of "other exporters").
     pub fn put_raw(&self, path: &str, body: &str) {
         let r = self
             .http
             .put(format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(5))
             .body(body.to_string())
             .send()
             .expect("PUT");
@@ -402,4 +436,134 @@ pub fn run_agent_cmd(mut cmd: Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// What the fault proxy does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Relay to the upstream.
+    Pass,
+    /// Close at once (as a server that is down).
+    Refuse,
+    /// Accept and never answer (as a hung server).
+    Stall,
+    /// Answer every request with this HTTP status.
+    Status(u16),
+}
+
+/// A TCP proxy in front of a real server that injects network faults. It only sits on
+/// the path: every answer in Pass mode is the real server's.
+pub struct FaultProxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    mode: ProxyMode,
+    conns: Vec<std::net::TcpStream>,
+    stop: bool,
+}
+
+impl FaultProxy {
+    pub fn start(upstream_port: u16, mode: ProxyMode) -> FaultProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            mode,
+            conns: Vec::new(),
+            stop: false,
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                let mode = {
+                    let mut s = st.lock().unwrap();
+                    if s.stop {
+                        return;
+                    }
+                    if let Ok(c) = client.try_clone() {
+                        s.conns.push(c);
+                    }
+                    s.mode
+                };
+                match mode {
+                    ProxyMode::Refuse => {
+                        let _ = client.shutdown(Shutdown::Both);
+                    }
+                    ProxyMode::Stall => {} // kept open in `conns` until the mode changes
+                    ProxyMode::Status(code) => {
+                        std::thread::spawn(move || {
+                            let mut buf = [0u8; 65536];
+                            // Answer each request on the connection once its head arrives.
+                            while let Ok(n) = client.read(&mut buf) {
+                                if n == 0 {
+                                    break;
+                                }
+                                let resp = format!("HTTP/1.1 {code} Injected\r\nContent-Length: 8\r\nConnection: close\r\n\r\ninjected");
+                                let _ = client.write_all(resp.as_bytes());
+                                let _ = client.shutdown(Shutdown::Both);
+                                break;
+                            }
+                        });
+                    }
+                    ProxyMode::Pass => {
+                        let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream_port))
+                        else {
+                            let _ = client.shutdown(Shutdown::Both);
+                            continue;
+                        };
+                        let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone())
+                        else {
+                            continue;
+                        };
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut client, &mut server);
+                            let _ = server.shutdown(Shutdown::Both);
+                        });
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut s2, &mut c2);
+                            let _ = c2.shutdown(Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        FaultProxy { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// New connections get `mode`; with `cut`, open connections are closed too (so a
+    /// keep-alive connection cannot outlive a fault), else they stay as they are.
+    pub fn set(&self, mode: ProxyMode, cut: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.mode = mode;
+        if cut {
+            for c in s.conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().unwrap();
+        s.stop = true;
+        for c in s.conns.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        // Wake the accept loop so it sees `stop`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Lines of `log` that contain `needle`.
+pub fn count_lines(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
 }
