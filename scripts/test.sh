@@ -12,6 +12,12 @@ declare -A provides=(
   [/usr/bin/promtool]=prometheus
   [/usr/bin/openssl]=openssl
   [/usr/bin/htpasswd]=apache2-utils
+  [/usr/sbin/slurmctld]=slurm-wlm
+  [/usr/sbin/slurmd]=slurm-wlm
+  [/usr/bin/sbatch]=slurm-wlm
+  [/usr/sbin/munged]=munge
+  [/usr/sbin/mungekey]=munge
+  [/usr/bin/systemd-analyze]=systemd
 )
 need=()
 for bin in "${!provides[@]}"; do

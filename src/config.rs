@@ -510,6 +510,8 @@ pub struct Settings {
     pub watch_pid: Option<i32>,
     pub lock_dir: Option<PathBuf>,
     pub slurm: SlurmSettings,
+    /// Problems that are not errors (a secret file others can read), to log at start.
+    pub warnings: Vec<String>,
 }
 
 /// Which jobs the Slurm prolog starts an agent for.
@@ -535,6 +537,8 @@ pub const RESERVED_LABELS: &[&str] = &["job", "slurm_job_id", "cluster", "locale
 
 struct Reader<'a> {
     resolved: &'a Resolved,
+    /// Warnings found while reading, logged once logging is up.
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Reader<'_> {
@@ -785,23 +789,20 @@ impl Reader<'_> {
                 reason: "the file is empty".to_string(),
             });
         }
-        warn_if_world_readable(&path);
+        if world_readable(&path) {
+            self.warnings.borrow_mut().push(format!(
+                "secret file {} (`{file_key}`) is readable by every user; chmod o-r it",
+                path.display()
+            ));
+        }
         Ok(Some(Secret::new(value)))
     }
 }
 
-#[cfg(unix)]
-fn warn_if_world_readable(path: &Path) {
+fn world_readable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(file = %path.display(), "secret file is readable by every user; chmod o-r it");
-        }
-    }
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
-
-#[cfg(not(unix))]
-fn warn_if_world_readable(_path: &Path) {}
 
 /// `5s`, `500ms`, `2m`, `1h 30m`; a bare number is seconds (the old exporter's variables are).
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -865,7 +866,10 @@ fn check_pushgateway_url(s: &str) -> Result<String, String> {
 impl Settings {
     /// Type and validate every key.
     pub fn from_resolved(resolved: &Resolved) -> Result<Settings, ConfigError> {
-        let r = Reader { resolved };
+        let r = Reader {
+            resolved,
+            warnings: Default::default(),
+        };
         let metrics_port = r
             .integer("metrics_port", 1, 65535)?
             .and_then(|p| u16::try_from(p).ok())
@@ -980,6 +984,7 @@ impl Settings {
                 .and_then(|p| i32::try_from(p).ok()),
             lock_dir: r.path("lock_dir")?,
             slurm: r.slurm()?,
+            warnings: r.warnings.take(),
         })
     }
 

@@ -14,4 +14,5 @@ pub mod config;
 pub mod process;
 pub mod secret;
 pub mod sinks;
+pub mod slurm;
 pub mod translate;

@@ -127,6 +127,9 @@ fn main() -> ExitCode {
         }
         None
     };
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     for name in config::unknown_env_keys(&env) {
         tracing::warn!(variable = %name, "ignoring an environment variable that names no setting");
     }

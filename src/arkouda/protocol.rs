@@ -440,6 +440,69 @@ pub fn parse_connection_info(text: &str) -> Option<ConnectionInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON values, a few levels deep.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_filter_map("finite", |x| serde_json::Number::from_f64(x)
+                .map(Value::Number)),
+            any::<i64>().prop_map(|i| Value::Number(i.into())),
+            ".{0,12}".prop_map(Value::String),
+            prop_oneof![
+                Just("GLOBAL"),
+                Just("LOCALE"),
+                Just("USER"),
+                Just("SYSTEM"),
+                Just("NUM_REQUESTS")
+            ]
+            .prop_map(|s| Value::String(s.to_string())),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("name".to_string()),
+                        Just("category".to_string()),
+                        Just("scope".to_string()),
+                        Just("value".to_string()),
+                        Just("locale_num".to_string()),
+                        Just("user".to_string()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..7
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// No input makes the reply parsers panic; every record is either kept or skipped.
+        #[test]
+        fn parsers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), text in ".{0,200}") {
+            let _ = parse_reply(&bytes);
+            let _ = parse_reply(text.as_bytes());
+            let _ = parse_records(&text);
+            let _ = parse_server_info(&text);
+            let _ = release_from_config(&text);
+            let _ = Release::parse(&text);
+            let _ = parse_connection_info(&text);
+        }
+
+        #[test]
+        fn records_are_kept_or_counted(items in prop::collection::vec(json(), 0..20)) {
+            let msg = Value::Array(items.clone()).to_string();
+            let r = parse_records(&msg).unwrap();
+            prop_assert_eq!(r.records.len() as u64 + r.skipped, items.len() as u64);
+            let reply = serde_json::json!({"msg": msg, "msgType": "NORMAL", "msgFormat": "STRING", "user": ""});
+            prop_assert_eq!(parse_reply(reply.to_string().as_bytes()).unwrap().msg, msg);
+        }
+    }
 
     #[test]
     fn releases() {

@@ -175,7 +175,14 @@ impl Pushgateway {
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
                 PushError::Setup(format!("CA file {} is not PEM: {e}", ca.display()))
             })?;
-            builder = builder.add_root_certificate(cert);
+            builder = builder.tls_certs_merge([cert]);
+        }
+        if opts.insecure_skip_verify {
+            tracing::warn!(
+                pushgateway = %opts.url,
+                "TLS certificate verification is OFF (pushgateway_insecure_skip_verify): anyone on the path can read and forge pushes"
+            );
+            builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder
             .build()

@@ -81,7 +81,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, stdout: Stdio) -> Proc {
+    pub fn spawn(name: &str, mut cmd: Command, stdout: Stdio) -> Proc {
         let dir = TempDir::new(name);
         let log = dir.path("log");
         let f = File::create(&log).expect("log file");
@@ -146,6 +146,8 @@ pub struct Pushgateway {
     pub url: String,
     pub proc: Proc,
     http: reqwest::blocking::Client,
+    /// Basic-auth credentials of a Pushgateway started with a web config.
+    pub auth: Option<(String, String)>,
 }
 
 /// One series as the Pushgateway holds it.
@@ -207,6 +209,17 @@ impl Pushgateway {
         http: reqwest::blocking::Client,
         scheme: &str,
     ) -> Pushgateway {
+        Pushgateway::start_authed(port, extra, http, scheme, None)
+    }
+
+    /// With basic-auth credentials for reading it back.
+    pub fn start_authed(
+        port: u16,
+        extra: &[&str],
+        http: reqwest::blocking::Client,
+        scheme: &str,
+        auth: Option<(String, String)>,
+    ) -> Pushgateway {
         let bin = "/usr/bin/prometheus-pushgateway";
         assert!(
             Path::new(bin).exists(),
@@ -222,13 +235,13 @@ impl Pushgateway {
             url: format!("{scheme}://127.0.0.1:{port}"),
             proc,
             http,
+            auth,
         };
         eventually(
             Duration::from_secs(10),
             "the Pushgateway to be ready",
             || {
-                pg.http
-                    .get(format!("{}/-/ready", pg.url))
+                pg.request(reqwest::Method::GET, "/-/ready")
                     .send()
                     .map_err(|e| e.to_string())
                     .and_then(|r| {
@@ -243,11 +256,21 @@ impl Pushgateway {
         pg
     }
 
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(5));
+        match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
+    }
+
     /// Every group with its series (from `GET /api/v1/metrics`).
     pub fn groups(&self) -> Vec<Group> {
         let v: serde_json::Value = self
-            .http
-            .get(format!("{}/api/v1/metrics", self.url))
+            .request(reqwest::Method::GET, "/api/v1/metrics")
             .timeout(Duration::from_secs(5))
             .send()
             .and_then(|r| r.json())
@@ -323,9 +346,7 @@ impl Pushgateway {
     /// DELETEs a raw grouping path.
     pub fn delete_raw(&self, path: &str) {
         let r = self
-            .http
-            .delete(format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(5))
+            .request(reqwest::Method::DELETE, path)
             .send()
             .expect("DELETE");
         assert!(r.status().is_success(), "DELETE {path}: {}", r.status());
@@ -334,9 +355,7 @@ impl Pushgateway {
     /// PUTs a text body to a raw grouping path (for groups of "other exporters").
     pub fn put_raw(&self, path: &str, body: &str) {
         let r = self
-            .http
-            .put(format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(5))
+            .request(reqwest::Method::PUT, path)
             .body(body.to_string())
             .send()
             .expect("PUT");

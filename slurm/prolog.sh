@@ -1,0 +1,54 @@
+#!/bin/bash
+# arkouda-push-agent Slurm Prolog: starts the job's metrics agent when the site's [slurm]
+# rule selects the job (comment marker, all jobs, or partitions), on the job's first node.
+#
+#   slurm.conf:  Prolog=/usr/lib/arkouda-push-agent/slurm/prolog.sh   (or copy into prolog.d/)
+#                PrologFlags=Alloc
+#
+# Thin on purpose: every decision is `arkouda-push-agent slurm prolog`, where it is tested.
+# Runs as root with no PATH, so every command is an absolute path. Always exits 0: a
+# failing Prolog drains the node; trouble is logged instead (syslog, tag
+# arkouda-push-agent[JOBID], or the file $ARKOUDA_PUSH_AGENT_HOOK_LOG when set).
+hook=prolog
+limit=4 # seconds for the binary (killed 1 s later); slurmd's budget here is 5 s
+
+bin=${ARKOUDA_PUSH_AGENT_BIN:-/usr/bin/arkouda-push-agent}
+export ARKOUDA_PUSH_AGENT_CONFIG=${ARKOUDA_PUSH_AGENT_CONFIG:-/etc/arkouda-push-agent/config.toml}
+hook_log=${ARKOUDA_PUSH_AGENT_HOOK_LOG:-}
+# Script settings only: the agent would warn about variables that name no setting.
+unset ARKOUDA_PUSH_AGENT_BIN ARKOUDA_PUSH_AGENT_HOOK_LOG
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+tag="arkouda-push-agent[${SLURM_JOB_ID:-unknown}]"
+t0=${EPOCHREALTIME//[.,]/}
+
+log() {
+    if [ -n "$hook_log" ] &&
+        printf '%s %s %s: %s\n' "$(/usr/bin/date '+%Y-%m-%dT%H:%M:%S.%3N')" "$tag" "$hook" "$1" \
+            >>"$hook_log" 2>/dev/null; then
+        return
+    fi
+    /usr/bin/logger -t "$tag" -- "$hook: $1" 2>/dev/null
+}
+
+log "begin (job user ${SLURM_JOB_USER:-?}, nodes ${SLURM_JOB_NODELIST:-${SLURM_NODELIST:-?}})"
+rc=
+if [ ! -x "$bin" ]; then
+    log "agent binary $bin is missing or not executable: no agent for this job"
+else
+    # Output goes to a file, not a pipe: nothing left running can hold this hook open.
+    out=$(/usr/bin/mktemp /tmp/arkouda-push-agent-hook.XXXXXXXX 2>/dev/null) || out=/dev/null
+    /usr/bin/timeout -k 1 "$limit" "$bin" slurm "$hook" </dev/null >"$out" 2>&1
+    rc=$?
+    if [ "$out" != /dev/null ]; then
+        while IFS= read -r line; do log "$line"; done <"$out"
+        /bin/rm -f "$out"
+    fi
+    case $rc in
+    0) ;;
+    124 | 137) log "$bin slurm $hook did not finish within ${limit}s and was killed" ;;
+    2) log "configuration error (see above; config $ARKOUDA_PUSH_AGENT_CONFIG)" ;;
+    *) log "$bin slurm $hook failed with exit code $rc" ;;
+    esac
+fi
+log "end rc=${rc:-none} after $(((${EPOCHREALTIME//[.,]/} - t0) / 1000)) ms"
+exit 0

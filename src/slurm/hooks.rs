@@ -1,0 +1,892 @@
+//! The decisions of the Slurm hooks, as pure functions from (settings, the job's `SLURM_*`
+//! environment) to a plan: is the job selected, is this its first node, which user runs the
+//! agent, where its server is, and what the Prolog, Epilog and EpilogSlurmctld must do.
+//!
+//! Everything here is data in, data out, so it is tested as tables. Carrying a plan out
+//! (spawning, signalling, deleting) is `super::actions`; nothing here touches the system.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::hostlist::{self, HostlistError};
+use crate::config::{Settings, SlurmSelect};
+
+/// How long the Prolog waits for `run --daemonize` (or `systemctl start`) to report that
+/// the agent runs. slurm/prolog.sh kills the whole hook at 4 s (+1 s), inside the 5 s budget.
+pub const PROLOG_START_WAIT: Duration = Duration::from_secs(3);
+/// The longest the Epilog waits for a stopped agent to delete its group and exit before it
+/// SIGKILLs it. With [`EPILOG_BACKSTOP`] this stays inside the Epilog's 10 s budget even when
+/// the Pushgateway hangs (slurm/epilog.sh kills the hook at 8 s, +1 s).
+pub const EPILOG_STOP_WAIT_MAX: Duration = Duration::from_secs(4);
+/// Deadline of the Epilog's backstop `delete`.
+pub const EPILOG_BACKSTOP: Duration = Duration::from_secs(3);
+/// Deadline of the controller's delete (slurm/epilog-slurmctld.sh kills the hook at 5 s).
+pub const CTLD_DELETE: Duration = Duration::from_secs(4);
+
+/// Environment variables of ours that are for the scripts, never passed to an agent.
+const SCRIPT_ONLY_VARS: &[&str] = &[
+    "ARKOUDA_PUSH_AGENT_BIN",
+    "ARKOUDA_PUSH_AGENT_CONFIG",
+    "ARKOUDA_PUSH_AGENT_HOOK_LOG",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    #[error("SLURM_JOB_ID is not set: this runs as a Slurm Prolog, Epilog or EpilogSlurmctld")]
+    NoJobId,
+    #[error("SLURM_JOB_ID `{0}` is not a job id (expected digits)")]
+    BadJobId(String),
+    #[error(
+        "the job's node list is unknown (neither SLURM_JOB_NODELIST nor SLURM_NODELIST is set)"
+    )]
+    NoNodelist,
+    #[error("cannot read the job's node list `{list}`: {error}")]
+    Hostlist { list: String, error: HostlistError },
+    #[error("this node's name is unknown (no SLURMD_NODENAME and no host name)")]
+    NoNodeName,
+    #[error("slurm.connection_info = `{template}`: {reason}")]
+    Template { template: String, reason: String },
+    #[error("{name} holds a newline or NUL; refusing to pass it to the agent")]
+    BadValue { name: String },
+}
+
+/// What the hooks know about the job, from the variables slurmd and slurmctld set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub user: Option<String>,
+    pub uid: Option<u32>,
+    pub partition: Option<String>,
+    /// `SLURM_JOB_COMMENT`, absent when the job has none.
+    pub comment: Option<String>,
+    /// `SLURM_JOB_NODELIST` (every hook context), else `SLURM_NODELIST` (Prolog, Epilog).
+    pub nodelist: Option<String>,
+    /// `SLURMD_NODENAME`: the node this Prolog or Epilog runs on (absent on the controller).
+    pub node_name: Option<String>,
+    pub work_dir: Option<String>,
+    pub cluster: Option<String>,
+}
+
+impl Job {
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Job, HookError> {
+        let get = |name: &str| env.get(name).filter(|v| !v.trim().is_empty()).cloned();
+        let id = get("SLURM_JOB_ID").ok_or(HookError::NoJobId)?;
+        // The id names files and a systemd unit: digits only, nothing that could walk a path.
+        if id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HookError::BadJobId(id));
+        }
+        Ok(Job {
+            id,
+            user: get("SLURM_JOB_USER"),
+            uid: get("SLURM_JOB_UID").and_then(|u| u.trim().parse().ok()),
+            partition: get("SLURM_JOB_PARTITION"),
+            comment: get("SLURM_JOB_COMMENT"),
+            nodelist: get("SLURM_JOB_NODELIST").or_else(|| get("SLURM_NODELIST")),
+            node_name: get("SLURMD_NODENAME"),
+            work_dir: get("SLURM_JOB_WORK_DIR"),
+            cluster: get("SLURM_CLUSTER_NAME"),
+        })
+    }
+}
+
+/// Whether the site's `[slurm] select` gives the job an agent, with the reason for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Yes(String),
+    No(String),
+}
+
+impl Selection {
+    pub fn is_yes(&self) -> bool {
+        matches!(self, Selection::Yes(_))
+    }
+}
+
+/// The words of a job comment: split on whitespace and commas (`--comment "a,b c"`).
+pub fn comment_words(comment: &str) -> impl Iterator<Item = &str> {
+    comment
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+}
+
+pub fn selection(select: &SlurmSelect, job: &Job) -> Selection {
+    match select {
+        SlurmSelect::All => Selection::Yes("select = all".to_string()),
+        SlurmSelect::Comment(marker) => match &job.comment {
+            None => Selection::No(format!(
+                "the job has no comment (select = comment, marker `{marker}`)"
+            )),
+            Some(c) if comment_words(c).any(|w| w == marker) => {
+                Selection::Yes(format!("its comment carries `{marker}`"))
+            }
+            Some(_) => Selection::No(format!(
+                "its comment does not carry `{marker}` as a word (select = comment)"
+            )),
+        },
+        SlurmSelect::Partitions(parts) => match &job.partition {
+            None => Selection::No("the job's partition is unknown (select = partition)".into()),
+            Some(p) if parts.iter().any(|x| x == p) => {
+                Selection::Yes(format!("partition `{p}` is selected"))
+            }
+            Some(p) => Selection::No(format!(
+                "partition `{p}` is not one of {parts:?} (select = partition)"
+            )),
+        },
+    }
+}
+
+/// The job's first node (where locale 0, hence the metrics server, runs) and whether this
+/// node is it. `hostname` is this machine's name, used only when slurmd did not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub first: String,
+    pub this: String,
+    pub is_first: bool,
+}
+
+pub fn placement(job: &Job, hostname: Option<&str>) -> Result<Placement, HookError> {
+    let list = job.nodelist.as_deref().ok_or(HookError::NoNodelist)?;
+    let first = hostlist::first(list).map_err(|error| HookError::Hostlist {
+        list: list.to_string(),
+        error,
+    })?;
+    let (this, is_first) = match (&job.node_name, hostname) {
+        (Some(n), _) => (n.clone(), *n == first),
+        // Without SLURMD_NODENAME compare host names, ignoring a domain on either side.
+        (None, Some(h)) => {
+            let short = |s: &str| s.split('.').next().unwrap_or(s).to_string();
+            (h.to_string(), short(h) == short(&first))
+        }
+        (None, None) => return Err(HookError::NoNodeName),
+    };
+    Ok(Placement {
+        first,
+        this,
+        is_first,
+    })
+}
+
+/// Where the prolog-started agent finds the metrics server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerPlace {
+    /// The job's connection-info file (the agent reads the host from it once it appears).
+    ConnectionInfo(PathBuf),
+    /// The first node of the allocation.
+    Host(String),
+}
+
+/// `%j` job id, `%u` user, `%w` work directory, `%%` a percent sign. The result must be
+/// an absolute path: a relative one would depend on the agent's working directory (`/`).
+pub fn expand_template(template: &str, job: &Job) -> Result<PathBuf, HookError> {
+    let bad = |reason: String| HookError::Template {
+        template: template.to_string(),
+        reason,
+    };
+    let mut out = String::new();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('j') => out.push_str(&job.id),
+            Some('u') => out.push_str(
+                job.user
+                    .as_deref()
+                    .ok_or_else(|| bad("%u, but SLURM_JOB_USER is not set".into()))?,
+            ),
+            Some('w') => out.push_str(
+                job.work_dir
+                    .as_deref()
+                    .ok_or_else(|| bad("%w, but SLURM_JOB_WORK_DIR is not set".into()))?,
+            ),
+            Some('%') => out.push('%'),
+            Some(other) => return Err(bad(format!("unknown %{other} (use %j, %u, %w or %%)"))),
+            None => return Err(bad("ends in a lone %".into())),
+        }
+    }
+    if !out.starts_with('/') {
+        return Err(bad(format!("`{out}` is not an absolute path")));
+    }
+    Ok(PathBuf::from(out))
+}
+
+pub fn server_place(
+    template: Option<&str>,
+    job: &Job,
+    first_node: &str,
+) -> Result<ServerPlace, HookError> {
+    match template {
+        Some(t) => expand_template(t, job).map(ServerPlace::ConnectionInfo),
+        None => Ok(ServerPlace::Host(first_node.to_string())),
+    }
+}
+
+/// The files of one job's agent under `slurm.state_dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFiles {
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+    /// The systemd template unit's `EnvironmentFile=`.
+    pub env_file: PathBuf,
+}
+
+pub fn job_files(state_dir: &Path, job_id: &str) -> JobFiles {
+    JobFiles {
+        pid_file: state_dir.join(format!("{job_id}.pid")),
+        log_file: state_dir.join(format!("{job_id}.log")),
+        env_file: state_dir.join(format!("{job_id}.env")),
+    }
+}
+
+pub fn unit_name(job_id: &str) -> String {
+    format!("arkouda-push-agent@{job_id}.service")
+}
+
+/// How the Prolog starts the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `systemctl start arkouda-push-agent@JOB` after writing the unit's environment file.
+    Systemd { unit: String },
+    /// `run --daemonize` as `run_as`, which returns once the agent is detached.
+    Daemon,
+}
+
+/// One agent to start: everything the Prolog needs, decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub job_id: String,
+    pub run_as: String,
+    pub state_dir: PathBuf,
+    pub files: JobFiles,
+    pub mode: Mode,
+    /// The agent's arguments after the binary (daemon mode; the unit has its own).
+    pub args: Vec<String>,
+    /// The agent's environment (daemon mode) or the unit's environment file (systemd).
+    pub env: Vec<(String, String)>,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrologPlan {
+    Nothing(String),
+    Start(Launch),
+}
+
+/// What the Prolog knows besides the settings.
+pub struct Context<'a> {
+    pub env: &'a BTreeMap<String, String>,
+    /// This machine's host name, when slurmd gives no SLURMD_NODENAME.
+    pub hostname: Option<&'a str>,
+    /// systemd runs this machine (`/run/systemd/system` exists).
+    pub systemd: bool,
+    /// The config file the hook read, passed on to the agent.
+    pub config_file: Option<&'a Path>,
+}
+
+/// The `ARKOUDA_PUSH_AGENT_*` settings of the hook's own environment, passed on to the
+/// agent so that it resolves the same configuration (a site's wrapper may set some).
+fn passthrough(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    env.iter()
+        .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
+        .filter(|(k, _)| !SCRIPT_ONLY_VARS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn check_value(name: &str, value: &str) -> Result<(), HookError> {
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(HookError::BadValue {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+pub fn prolog_plan(
+    settings: &Settings,
+    job: &Job,
+    ctx: &Context<'_>,
+) -> Result<PrologPlan, HookError> {
+    let selected = selection(&settings.slurm.select, job);
+    let why = match selected {
+        Selection::No(why) => return Ok(PrologPlan::Nothing(format!("not selected: {why}"))),
+        Selection::Yes(why) => why,
+    };
+    let place = placement(job, ctx.hostname)?;
+    if !place.is_first {
+        return Ok(PrologPlan::Nothing(format!(
+            "selected ({why}), but this node ({}) is not the job's first node ({}), where its agent runs",
+            place.this, place.first
+        )));
+    }
+    let server = server_place(settings.slurm.connection_info.as_deref(), job, &place.first)?;
+    let files = job_files(&settings.slurm.state_dir, &job.id);
+
+    // The job's identity and server, as (flag, key) pairs: flags in daemon mode, the
+    // environment file in systemd mode (the unit passes --job-id %i itself).
+    let mut settings_given: Vec<(&str, String)> = Vec::new();
+    if let Some(c) = &job.cluster {
+        settings_given.push(("cluster", c.clone()));
+    }
+    if let Some(u) = &job.user {
+        settings_given.push(("job_user", u.clone()));
+    }
+    if let Some(p) = &job.partition {
+        settings_given.push(("partition", p.clone()));
+    }
+    match &server {
+        ServerPlace::Host(h) => settings_given.push(("arkouda_host", h.clone())),
+        ServerPlace::ConnectionInfo(p) => {
+            settings_given.push(("connection_info", p.display().to_string()))
+        }
+    }
+    let mut env = passthrough(ctx.env);
+    for (k, v) in &env {
+        check_value(k, v)?;
+    }
+    for (k, v) in &settings_given {
+        check_value(k, v)?;
+    }
+
+    let (mode, args) = if ctx.systemd {
+        if let Some(c) = ctx.config_file {
+            env.push((
+                "ARKOUDA_PUSH_AGENT_CONFIG".to_string(),
+                c.display().to_string(),
+            ));
+        }
+        for (k, v) in &settings_given {
+            env.push((crate::config::env_name(k), v.clone()));
+        }
+        (
+            Mode::Systemd {
+                unit: unit_name(&job.id),
+            },
+            Vec::new(),
+        )
+    } else {
+        let mut args: Vec<String> = vec!["run".into(), "--daemonize".into()];
+        if let Some(c) = ctx.config_file {
+            args.push("--config".into());
+            args.push(c.display().to_string());
+        }
+        args.extend(["--job-id".to_string(), job.id.clone()]);
+        for (k, v) in &settings_given {
+            args.push(format!("--{}", k.replace('_', "-")));
+            args.push(v.clone());
+        }
+        args.extend([
+            "--pid-file".to_string(),
+            files.pid_file.display().to_string(),
+            "--log-file".to_string(),
+            files.log_file.display().to_string(),
+        ]);
+        (Mode::Daemon, args)
+    };
+    Ok(PrologPlan::Start(Launch {
+        job_id: job.id.clone(),
+        run_as: settings.slurm.run_as.clone(),
+        state_dir: settings.slurm.state_dir.clone(),
+        files,
+        mode,
+        args,
+        env,
+        why,
+    }))
+}
+
+/// A systemd `EnvironmentFile=`: one `KEY=value` a line, values quoted when needed.
+pub fn env_file_text(env: &[(String, String)]) -> String {
+    let plain = |v: &str| {
+        !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_./:@%+,=-".contains(c))
+    };
+    let mut out =
+        String::from("# Written by the arkouda-push-agent Slurm Prolog; removed by the Epilog.\n");
+    for (k, v) in env {
+        if plain(v) {
+            out.push_str(&format!("{k}={v}\n"));
+        } else {
+            let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!("{k}=\"{escaped}\"\n"));
+        }
+    }
+    out
+}
+
+/// What the Epilog stops and cleans up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub job_id: String,
+    /// The job's user id: an agent the user started (arkouda-srun) may be stopped too.
+    pub job_uid: Option<u32>,
+    pub run_as: String,
+    pub files: JobFiles,
+    pub unit: Option<String>,
+    /// How long a stopped agent gets to delete its group before it is SIGKILLed.
+    pub wait: Duration,
+    /// Deadline of the backstop `delete --job-id`; None for a job that has no agent by the
+    /// site's rule (its comment or partition), where deleting would only cost time.
+    pub backstop: Option<Duration>,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpilogPlan {
+    Nothing(String),
+    Stop(Stop),
+}
+
+pub fn epilog_plan(
+    settings: &Settings,
+    job: &Job,
+    ctx: &Context<'_>,
+) -> Result<EpilogPlan, HookError> {
+    let selected = selection(&settings.slurm.select, job);
+    let why = match (placement(job, ctx.hostname), &selected) {
+        (Ok(p), _) if !p.is_first => {
+            return Ok(EpilogPlan::Nothing(format!(
+                "this node ({}) is not the job's first node ({})",
+                p.this, p.first
+            )))
+        }
+        (Ok(_), Selection::Yes(why)) => format!("first node; {why}"),
+        // A job the rule does not select may still have an agent (the rule changed during
+        // the job): stopping costs nothing when there is none, the backstop is skipped.
+        (Ok(_), Selection::No(why)) => format!("first node; {why}: no backstop delete"),
+        // Unsure whether this is the agent's node: act for a selected job, since a group
+        // left behind is worse than one spare delete.
+        (Err(e), Selection::Yes(why)) => format!("{e}; acting anyway, since {why}"),
+        (Err(e), Selection::No(_)) => return Err(e),
+    };
+    Ok(EpilogPlan::Stop(Stop {
+        job_id: job.id.clone(),
+        job_uid: job.uid,
+        run_as: settings.slurm.run_as.clone(),
+        files: job_files(&settings.slurm.state_dir, &job.id),
+        unit: ctx.systemd.then(|| unit_name(&job.id)),
+        wait: (settings.shutdown_timeout + Duration::from_millis(500)).min(EPILOG_STOP_WAIT_MAX),
+        backstop: selected.is_yes().then_some(EPILOG_BACKSTOP),
+        why,
+    }))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtldPlan {
+    Nothing(String),
+    /// Delete every group of the job, within the deadline.
+    Delete {
+        job_id: String,
+        deadline: Duration,
+        why: String,
+    },
+}
+
+/// The controller's backstop for a job whose node Epilog never ran. It depends on neither
+/// SLURM_CONF nor SLURM_NODELIST, which the controller does not set.
+pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
+    match selection(&settings.slurm.select, job) {
+        Selection::No(why) => CtldPlan::Nothing(format!("not selected: {why}")),
+        Selection::Yes(why) => CtldPlan::Delete {
+            job_id: job.id.clone(),
+            deadline: CTLD_DELETE,
+            why,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{resolve, FlagValues};
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Settings from environment-style keys (no file).
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let flags = FlagValues {
+            config: Some(PathBuf::from("/dev/null")),
+            values: Vec::new(),
+        };
+        let e: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (crate::config::env_name(k), v.to_string()))
+            .collect();
+        Settings::from_resolved(&resolve(&flags, &e).unwrap()).unwrap()
+    }
+
+    fn job(pairs: &[(&str, &str)]) -> Job {
+        let mut e = env(&[
+            ("SLURM_JOB_ID", "42"),
+            ("SLURM_JOB_USER", "alice"),
+            ("SLURM_JOB_UID", "1000"),
+            ("SLURM_JOB_PARTITION", "debug"),
+            ("SLURM_NODELIST", "nid[001-004]"),
+            ("SLURMD_NODENAME", "nid001"),
+            ("SLURM_JOB_WORK_DIR", "/home/alice/run"),
+            ("SLURM_CLUSTER_NAME", "perlmutter"),
+        ]);
+        for (k, v) in pairs {
+            if v.is_empty() {
+                e.remove(*k);
+            } else {
+                e.insert(k.to_string(), v.to_string());
+            }
+        }
+        Job::from_env(&e).unwrap()
+    }
+
+    #[test]
+    fn job_from_env() {
+        let j = job(&[("SLURM_JOB_COMMENT", "x")]);
+        assert_eq!(j.id, "42");
+        assert_eq!(j.uid, Some(1000));
+        assert_eq!(j.nodelist.as_deref(), Some("nid[001-004]"));
+        // The controller's variable wins; it is the only one EpilogSlurmctld gets.
+        let j = job(&[("SLURM_JOB_NODELIST", "c[1-2]"), ("SLURM_NODELIST", "")]);
+        assert_eq!(j.nodelist.as_deref(), Some("c[1-2]"));
+        for (id, want) in [
+            (None, HookError::NoJobId),
+            (Some(" "), HookError::NoJobId),
+            (Some("../x"), HookError::BadJobId("../x".into())),
+            (Some("12_3"), HookError::BadJobId("12_3".into())),
+        ] {
+            let mut e = env(&[]);
+            if let Some(id) = id {
+                e.insert("SLURM_JOB_ID".into(), id.into());
+            }
+            assert_eq!(Job::from_env(&e).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn selection_table() {
+        let comment = SlurmSelect::Comment("arkouda-metrics".into());
+        let parts = SlurmSelect::Partitions(vec!["arkouda".into(), "gpu".into()]);
+        let cases: &[(&SlurmSelect, Option<&str>, Option<&str>, bool)] = &[
+            (&comment, Some("arkouda-metrics"), None, true),
+            (&comment, Some("run 7,arkouda-metrics"), None, true),
+            (&comment, Some("a, arkouda-metrics ,b"), None, true),
+            (&comment, Some("x\tarkouda-metrics\n"), None, true),
+            (&comment, Some("arkouda-metrics-off"), None, false),
+            (&comment, Some("no-arkouda-metrics"), None, false),
+            (&comment, Some("arkouda"), None, false),
+            (&comment, Some("ARKOUDA-METRICS"), None, false),
+            (&comment, None, None, false),
+            (&SlurmSelect::All, None, None, true),
+            (&SlurmSelect::All, Some("whatever"), Some("x"), true),
+            (&parts, None, Some("gpu"), true),
+            (&parts, Some("arkouda-metrics"), Some("debug"), false),
+            (&parts, None, Some("arkouda2"), false),
+        ];
+        for (sel, c, p, want) in cases {
+            let j = Job {
+                id: "1".into(),
+                comment: c.map(str::to_string),
+                partition: p.map(str::to_string),
+                ..Job::default()
+            };
+            assert_eq!(selection(sel, &j).is_yes(), *want, "{sel:?} {c:?} {p:?}");
+        }
+        let j = Job {
+            id: "1".into(),
+            ..Job::default()
+        };
+        assert_eq!(
+            selection(&parts, &j),
+            Selection::No("the job's partition is unknown (select = partition)".into())
+        );
+    }
+
+    #[test]
+    fn placement_table() {
+        let cases: &[(&str, Option<&str>, Option<&str>, Result<(&str, bool), &str>)] = &[
+            (
+                "nid[001-004,007]",
+                Some("nid001"),
+                None,
+                Ok(("nid001", true)),
+            ),
+            (
+                "nid[001-004,007]",
+                Some("nid002"),
+                None,
+                Ok(("nid001", false)),
+            ),
+            (
+                "nid[001-004,007]",
+                Some("nid1"),
+                None,
+                Ok(("nid001", false)),
+            ),
+            ("a[1-2]b,c", Some("a1b"), None, Ok(("a1b", true))),
+            ("vm", None, Some("vm.example.org"), Ok(("vm", true))),
+            (
+                "vm.example.org",
+                None,
+                Some("vm"),
+                Ok(("vm.example.org", true)),
+            ),
+            ("vm", None, Some("other"), Ok(("vm", false))),
+            ("vm", None, None, Err("this node's name is unknown")),
+            (
+                "n[1-",
+                Some("n1"),
+                None,
+                Err("cannot read the job's node list `n[1-`"),
+            ),
+        ];
+        for (list, node, host, want) in cases {
+            let j = Job {
+                id: "1".into(),
+                nodelist: Some(list.to_string()),
+                node_name: node.map(str::to_string),
+                ..Job::default()
+            };
+            let got = placement(&j, *host);
+            match (got, want) {
+                (Ok(p), Ok((first, is_first))) => {
+                    assert_eq!(
+                        (p.first.as_str(), p.is_first),
+                        (*first, *is_first),
+                        "{list}"
+                    )
+                }
+                (Err(e), Err(msg)) => assert!(e.to_string().starts_with(msg), "{e}"),
+                (got, want) => panic!("{list}: got {got:?}, want {want:?}"),
+            }
+        }
+        let j = Job {
+            id: "1".into(),
+            ..Job::default()
+        };
+        assert_eq!(placement(&j, Some("x")).unwrap_err(), HookError::NoNodelist);
+    }
+
+    #[test]
+    fn template_table() {
+        let j = job(&[]);
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("%w/arkouda-%j.conn", Ok("/home/alice/run/arkouda-%j.conn")),
+            ("/scratch/%u/%j/ci", Ok("/scratch/alice/42/ci")),
+            ("/tmp/100%%-%j", Ok("/tmp/100%-42")),
+            ("/tmp/fixed", Ok("/tmp/fixed")),
+            ("rel/%j", Err("`rel/42` is not an absolute path")),
+            ("/x/%n", Err("unknown %n")),
+            ("/x/%", Err("ends in a lone %")),
+        ];
+        for (t, want) in cases {
+            match (expand_template(t, &j), want) {
+                (Ok(p), Ok(w)) => {
+                    let w = w.replace("%j", "42");
+                    assert_eq!(p, PathBuf::from(w), "{t}")
+                }
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{t}: {e}"),
+                (got, want) => panic!("{t}: got {got:?}, want {want:?}"),
+            }
+        }
+        let no_dir = job(&[("SLURM_JOB_WORK_DIR", "")]);
+        assert!(expand_template("%w/x", &no_dir)
+            .unwrap_err()
+            .to_string()
+            .contains("SLURM_JOB_WORK_DIR is not set"));
+        assert_eq!(
+            server_place(None, &j, "nid001").unwrap(),
+            ServerPlace::Host("nid001".into())
+        );
+    }
+
+    fn ctx<'a>(e: &'a BTreeMap<String, String>, systemd: bool) -> Context<'a> {
+        Context {
+            env: e,
+            hostname: None,
+            systemd,
+            config_file: Some(Path::new("/etc/apa.toml")),
+        }
+    }
+
+    #[test]
+    fn prolog_plans() {
+        let s = settings(&[("slurm.run_as", "nobody"), ("slurm.state_dir", "/run/apa")]);
+        let opted = job(&[("SLURM_JOB_COMMENT", "arkouda-metrics")]);
+        let e = env(&[
+            ("ARKOUDA_PUSH_AGENT_METRICS_PORT", "6000"),
+            ("ARKOUDA_PUSH_AGENT_BIN", "/x"),
+            ("ARKOUDA_PUSH_AGENT_HOOK_LOG", "/y"),
+            ("SLURM_JOB_ID", "42"),
+        ]);
+        let PrologPlan::Start(l) = prolog_plan(&s, &opted, &ctx(&e, false)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert_eq!(l.mode, Mode::Daemon);
+        assert_eq!(l.run_as, "nobody");
+        assert_eq!(
+            l.args.join(" "),
+            "run --daemonize --config /etc/apa.toml --job-id 42 --cluster perlmutter \
+             --job-user alice --partition debug --arkouda-host nid001 \
+             --pid-file /run/apa/42.pid --log-file /run/apa/42.log"
+        );
+        assert_eq!(
+            l.env,
+            vec![(
+                "ARKOUDA_PUSH_AGENT_METRICS_PORT".to_string(),
+                "6000".to_string()
+            )]
+        );
+
+        // systemd: the same decisions, as the unit's environment file.
+        let PrologPlan::Start(l) = prolog_plan(&s, &opted, &ctx(&e, true)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert_eq!(
+            l.mode,
+            Mode::Systemd {
+                unit: "arkouda-push-agent@42.service".into()
+            }
+        );
+        assert!(l.args.is_empty());
+        assert_eq!(l.files.env_file, PathBuf::from("/run/apa/42.env"));
+        assert_eq!(
+            env_file_text(&l.env),
+            "# Written by the arkouda-push-agent Slurm Prolog; removed by the Epilog.\n\
+             ARKOUDA_PUSH_AGENT_METRICS_PORT=6000\n\
+             ARKOUDA_PUSH_AGENT_CONFIG=/etc/apa.toml\n\
+             ARKOUDA_PUSH_AGENT_CLUSTER=perlmutter\n\
+             ARKOUDA_PUSH_AGENT_JOB_USER=alice\n\
+             ARKOUDA_PUSH_AGENT_PARTITION=debug\n\
+             ARKOUDA_PUSH_AGENT_ARKOUDA_HOST=nid001\n"
+        );
+
+        // The connection-info template replaces the first node.
+        let s2 = settings(&[("slurm.connection_info", "%w/ak %j.conn")]);
+        let PrologPlan::Start(l) = prolog_plan(&s2, &opted, &ctx(&e, true)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert!(env_file_text(&l.env)
+            .contains("ARKOUDA_PUSH_AGENT_CONNECTION_INFO=\"/home/alice/run/ak 42.conn\"\n"));
+        let PrologPlan::Start(l) = prolog_plan(&s2, &opted, &ctx(&e, false)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert!(l
+            .args
+            .windows(2)
+            .any(|w| w[0] == "--connection-info" && w[1] == "/home/alice/run/ak 42.conn"));
+
+        // Nothing to do: not selected, or not the first node.
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "not selected: the job has no comment"),
+            (&[("SLURM_JOB_COMMENT", "other")], "not selected: its comment does not carry"),
+            (
+                &[("SLURM_JOB_COMMENT", "arkouda-metrics"), ("SLURMD_NODENAME", "nid002")],
+                "selected (its comment carries `arkouda-metrics`), but this node (nid002) is not the job's first node (nid001)",
+            ),
+        ];
+        for (pairs, want) in cases {
+            match prolog_plan(&s, &job(pairs), &ctx(&e, false)).unwrap() {
+                PrologPlan::Nothing(why) => assert!(why.starts_with(want), "{why}"),
+                other => panic!("{pairs:?}: {other:?}"),
+            }
+        }
+        // A value that would break the environment file is refused.
+        let bad = env(&[("ARKOUDA_PUSH_AGENT_JOB", "a\nb")]);
+        assert!(matches!(
+            prolog_plan(&s, &opted, &ctx(&bad, true)),
+            Err(HookError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn epilog_plans() {
+        let s = settings(&[("slurm.state_dir", "/run/apa"), ("shutdown_timeout", "2s")]);
+        let e = env(&[]);
+        let opted = job(&[("SLURM_JOB_COMMENT", "arkouda-metrics")]);
+        let EpilogPlan::Stop(stop) = epilog_plan(&s, &opted, &ctx(&e, false)).unwrap() else {
+            panic!("expected a stop");
+        };
+        assert_eq!(stop.files.pid_file, PathBuf::from("/run/apa/42.pid"));
+        assert_eq!(stop.wait, Duration::from_millis(2500));
+        assert_eq!(stop.backstop, Some(EPILOG_BACKSTOP));
+        assert_eq!(stop.unit, None);
+        assert_eq!(stop.job_uid, Some(1000));
+        // The wait is capped so that the Epilog fits its budget.
+        let slow = settings(&[("shutdown_timeout", "60s")]);
+        let EpilogPlan::Stop(stop) = epilog_plan(&slow, &opted, &ctx(&e, true)).unwrap() else {
+            panic!("expected a stop");
+        };
+        assert_eq!(stop.wait, EPILOG_STOP_WAIT_MAX);
+        assert_eq!(stop.unit.as_deref(), Some("arkouda-push-agent@42.service"));
+        assert!(stop.wait + stop.backstop.unwrap() < Duration::from_secs(8));
+
+        // Not selected: stop whatever runs, but no backstop delete.
+        let EpilogPlan::Stop(stop) = epilog_plan(&s, &job(&[]), &ctx(&e, false)).unwrap() else {
+            panic!("expected a stop");
+        };
+        assert_eq!(stop.backstop, None);
+        // Another node of the job: nothing.
+        let other = job(&[
+            ("SLURM_JOB_COMMENT", "arkouda-metrics"),
+            ("SLURMD_NODENAME", "nid003"),
+        ]);
+        assert!(matches!(
+            epilog_plan(&s, &other, &ctx(&e, false)).unwrap(),
+            EpilogPlan::Nothing(_)
+        ));
+        // Unknown node list: act for a selected job, report an unselected one.
+        let lost = job(&[
+            ("SLURM_JOB_COMMENT", "arkouda-metrics"),
+            ("SLURM_NODELIST", ""),
+        ]);
+        assert!(matches!(
+            epilog_plan(&s, &lost, &ctx(&e, false)).unwrap(),
+            EpilogPlan::Stop(Stop {
+                backstop: Some(_),
+                ..
+            })
+        ));
+        let lost = job(&[("SLURM_NODELIST", "")]);
+        assert_eq!(
+            epilog_plan(&s, &lost, &ctx(&e, false)).unwrap_err(),
+            HookError::NoNodelist
+        );
+    }
+
+    #[test]
+    fn ctld_plans() {
+        let controller = |pairs: &[(&str, &str)]| {
+            let mut j = job(pairs);
+            j.node_name = None;
+            j
+        };
+        let s = settings(&[]);
+        assert!(matches!(
+            ctld_plan(&s, &controller(&[("SLURM_JOB_COMMENT", "arkouda-metrics")])),
+            CtldPlan::Delete {
+                deadline: CTLD_DELETE,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ctld_plan(&s, &controller(&[])),
+            CtldPlan::Nothing(_)
+        ));
+        let all = settings(&[("slurm.select", "all")]);
+        assert!(matches!(
+            ctld_plan(&all, &controller(&[])),
+            CtldPlan::Delete { .. }
+        ));
+        let parts = settings(&[("slurm.select", "partition"), ("slurm.partitions", "debug")]);
+        assert!(matches!(
+            ctld_plan(&parts, &controller(&[])),
+            CtldPlan::Delete { .. }
+        ));
+    }
+}

@@ -1,0 +1,47 @@
+//! Slurm integration: the decisions and actions behind `arkouda-push-agent slurm prolog |
+//! epilog | epilog-slurmctld`, which the thin scripts in `slurm/` run as root from slurmd
+//! and slurmctld.
+//!
+//! What it decides ([`hooks`], pure and tested as tables): whether a job gets an agent
+//! (`[slurm] select`: a comment marker, all jobs, or listed partitions), whether this node
+//! is the job's first node (Slurm hostlists expanded by [`hostlist`], never by calling
+//! `scontrol`), which user the agent runs as, and where its Arkouda server is (the
+//! connection-info template, else the first node, on `metrics_port`). What it does
+//! ([`actions`]): start the agent (systemd unit when systemd runs, else `run --daemonize`),
+//! stop it at the job's end, and delete the job's groups as a backstop.
+//!
+//! What it must never do: run the agent as root; call `scontrol`/`squeue` (they retry for a
+//! minute when slurmctld is down); take longer than the hook budgets (Prolog 5 s, Epilog
+//! 10 s) whatever the Pushgateway does; signal a process it cannot prove is this job's
+//! agent; or fail a Prolog (a failing Prolog drains the node — the scripts exit 0, and the
+//! exit code here only feeds their log).
+
+pub mod actions;
+pub mod hooks;
+pub mod hostlist;
+
+use std::collections::BTreeMap;
+
+use crate::config::{Resolved, Settings};
+
+/// Which hook is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Prolog,
+    Epilog,
+    EpilogSlurmctld,
+}
+
+/// Runs one hook; true when it did what it had to (or had nothing to do).
+pub async fn run_hook(
+    hook: Hook,
+    settings: &Settings,
+    resolved: &Resolved,
+    env: &BTreeMap<String, String>,
+) -> bool {
+    match hook {
+        Hook::Prolog => actions::prolog(settings, resolved, env),
+        Hook::Epilog => actions::epilog(settings, env).await,
+        Hook::EpilogSlurmctld => actions::epilog_slurmctld(settings, env).await,
+    }
+}
