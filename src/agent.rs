@@ -17,6 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session};
 use crate::config::{Resolved, ServerLocation, Settings};
+use crate::sinks::listen::Listen;
 use crate::sinks::pushgateway::{self, GroupingKey, PushError, Pushgateway};
 use crate::translate::{self, AgentStats};
 
@@ -94,6 +95,10 @@ pub struct Agent {
     /// Taken while a poll runs on the blocking pool; rebuilt if that task is lost.
     session: Option<Session>,
     body: String,
+    /// Scrape mode: where the latest cycle is served, and its context (with the grouping
+    /// labels as constant labels).
+    listen: Option<(Listen, translate::Context)>,
+    scrape_body: String,
     server: EndState,
     push: EndState,
     reported_unknown: HashSet<String>,
@@ -109,6 +114,7 @@ impl Agent {
                 job_user: settings.job_user.clone(),
                 partition: settings.partition.clone(),
                 legacy_names: settings.legacy_names,
+                const_labels: Vec::new(),
             },
             stats: AgentStats {
                 version: VERSION.to_string(),
@@ -118,6 +124,8 @@ impl Agent {
             pgw,
             settings,
             body: String::new(),
+            listen: None,
+            scrape_body: String::new(),
             server: EndState::Unknown,
             push: EndState::Unknown,
             reported_unknown: HashSet::new(),
@@ -126,6 +134,13 @@ impl Agent {
 
     pub fn key(&self) -> &GroupingKey {
         &self.key
+    }
+
+    /// Serves every cycle at `listen` from now on.
+    pub fn serve(&mut self, listen: Listen) {
+        let mut ctx = self.ctx.clone();
+        ctx.const_labels = self.key.pairs().to_vec();
+        self.listen = Some((listen, ctx));
     }
 
     async fn poll(&mut self) -> Result<Poll, PollError> {
@@ -240,12 +255,29 @@ impl Agent {
             // Only a bug in the fixed metric table can get here.
             tracing::error!(error = %e, "cannot encode metrics");
         }
+        if let Some((listen, ctx)) = &self.listen {
+            let snap = translate::Snapshot {
+                records,
+                server_info: info,
+                agent: &self.stats,
+            };
+            let families = translate::families(&snap, ctx);
+            if translate::encode_text(&families, &mut self.scrape_body).is_ok() {
+                listen.update(Bytes::from(self.scrape_body.clone().into_bytes()));
+            }
+        }
         ok
     }
 
     /// One cycle: poll, translate, push (retrying until `deadline`).
     pub async fn cycle(&mut self, deadline: Instant) -> Outcome {
         let polled = self.poll_and_render().await;
+        if self.settings.no_push {
+            return Outcome {
+                polled,
+                pushed: false,
+            };
+        }
         let deadline = deadline.max(Instant::now() + self.settings.push_timeout);
         let body = Bytes::from(self.body.clone().into_bytes());
         let result = self.pgw.push(&self.key, body, deadline).await;
@@ -274,7 +306,14 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     let interval = settings.interval;
     let shutdown_timeout = settings.shutdown_timeout;
     let watch_pid = settings.watch_pid;
+    let listen_addr = settings.listen.clone();
+    let no_push = settings.no_push;
     let mut agent = Agent::new(settings, &job_id)?;
+    if let Some(addr) = listen_addr {
+        let listen = Listen::start(&addr, interval).await?;
+        tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz");
+        agent.serve(listen);
+    }
     tracing::info!(
         version = VERSION,
         group = %agent.key().path(),
@@ -306,6 +345,10 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
             _ = &mut watched => break,
             _ = agent.cycle(deadline) => {}
         }
+    }
+    if no_push {
+        tracing::info!("stopping (nothing was pushed, so nothing to delete)");
+        return Ok(());
     }
     tracing::info!(group = %agent.key().path(), "stopping: deleting the job's group");
     agent

@@ -170,6 +170,12 @@ pub struct Common {
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// run: also serve the latest poll at GET /metrics and GET /healthz on ADDR (scrape mode).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// run: push nothing, only serve --listen.
+    #[arg(long)]
+    pub no_push: bool,
     /// Append the log to this file instead of standard error.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<String>,
@@ -230,6 +236,8 @@ impl Common {
         f.set("legacy_names", c.legacy_names.then(|| "true".to_string()));
         f.set("log_level", c.log_level);
         f.set("log_file", c.log_file);
+        f.set("listen", c.listen);
+        f.set("no_push", c.no_push.then(|| "true".to_string()));
         f.set("daemonize", c.daemonize.then(|| "true".to_string()));
         f.set("pid_file", c.pid_file);
         f.set("watch_pid", c.watch_pid);

@@ -148,6 +148,9 @@ pub static KEYS: &[KeyDef] = &[
     key("legacy_names", Kind::Bool, Some("false"), &[],
         "Emit the old Python exporter's metric names instead of the arkouda_* names."),
     key("log_level", Kind::Str, Some("info"), &[], "error, warn, info, debug or trace (or a tracing filter)."),
+    key("listen", Kind::Str, None, &[],
+        "run: also serve the latest poll at GET /metrics (and GET /healthz) on this address, e.g. 0.0.0.0:9808 (scrape mode)."),
+    key("no_push", Kind::Bool, Some("false"), &[], "run: push nothing (pure scrape mode; needs listen)."),
     key("log_file", Kind::Path, None, &[], "Append the log to this file instead of standard error."),
     key("daemonize", Kind::Bool, Some("false"), &[],
         "run: detach from the caller; return only once the agent is running on its own."),
@@ -505,6 +508,8 @@ pub struct Settings {
     pub legacy_names: bool,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub no_push: bool,
     pub daemonize: bool,
     pub pid_file: Option<PathBuf>,
     pub watch_pid: Option<i32>,
@@ -639,6 +644,25 @@ impl Reader<'_> {
             return Err(self.invalid(key, expected()));
         }
         Ok(d)
+    }
+
+    fn listen(&self) -> Result<Option<String>, ConfigError> {
+        let Some(addr) = self.nonempty("listen")? else {
+            if self.bool("no_push")? {
+                return Err(self.invalid(
+                    "no_push",
+                    "with no_push and no listen address the metrics would go nowhere",
+                ));
+            }
+            return Ok(None);
+        };
+        addr.parse::<std::net::SocketAddr>().map_err(|_| {
+            self.invalid(
+                "listen",
+                "expected HOST:PORT with an IP address, such as 0.0.0.0:9808 or 127.0.0.1:9808",
+            )
+        })?;
+        Ok(Some(addr))
     }
 
     fn slurm(&self) -> Result<SlurmSettings, ConfigError> {
@@ -977,6 +1001,8 @@ impl Settings {
             legacy_names: r.bool("legacy_names")?,
             log_level,
             log_file: r.path("log_file")?,
+            listen: r.listen()?,
+            no_push: r.bool("no_push")?,
             daemonize: r.bool("daemonize")?,
             pid_file: r.path("pid_file")?,
             watch_pid: r
@@ -1231,6 +1257,51 @@ mod tests {
                 "{k}={v:?}\n got: {err}\nwant: {want}"
             );
         }
+    }
+
+    /// Every typed key, given a value of the wrong type through its environment variable:
+    /// exit-2 material naming the key, the value and the variable.
+    #[test]
+    fn every_typed_key_rejects_a_wrong_type() {
+        let mut checked = 0;
+        for def in KEYS {
+            let bad = match def.kind {
+                Kind::Duration => "soon",
+                Kind::Port | Kind::Int | Kind::Bytes => "lots",
+                Kind::Bool => "maybe",
+                Kind::Labels => "novalue",
+                Kind::Str | Kind::Path | Kind::List => continue,
+            };
+            let var = env_name(def.key);
+            let err = settings(&flags(&[]), &env(&[(var.as_str(), bad)]))
+                .err()
+                .unwrap_or_else(|| panic!("{} accepted {bad:?}", def.key))
+                .to_string();
+            let want = format!(
+                "invalid value for `{}` = \"{bad}\" (from environment {var}): ",
+                def.key
+            );
+            assert!(err.starts_with(&want), "{}: {err}", def.key);
+            checked += 1;
+        }
+        assert!(checked >= 11, "{checked}");
+    }
+
+    #[test]
+    fn world_readable_secret_file_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let secret_file = file("tok\n");
+        std::fs::set_permissions(&secret_file.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let f = flags(&[("arkouda_token_file", secret_file.0.to_str().unwrap())]);
+        let s = settings(&f, &env(&[])).unwrap();
+        assert_eq!(s.warnings.len(), 1);
+        assert!(
+            s.warnings[0].contains("(`arkouda_token_file`) is readable by every user"),
+            "{:?}",
+            s.warnings
+        );
+        std::fs::set_permissions(&secret_file.0, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(settings(&f, &env(&[])).unwrap().warnings.is_empty());
     }
 
     #[test]

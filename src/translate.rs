@@ -118,6 +118,8 @@ pub struct Context {
     pub job_user: Option<String>,
     pub partition: Option<String>,
     pub legacy_names: bool,
+    /// Labels put on every series (scrape mode: the grouping labels the Pushgateway would add).
+    pub const_labels: Vec<(String, String)>,
 }
 
 /// What one cycle knows.
@@ -129,27 +131,31 @@ pub struct Snapshot<'a> {
 }
 
 /// Accumulates series per metric; families come out sorted by name.
-struct Builder {
+struct Builder<'c> {
     families: Vec<(&'static Def, Vec<Metric>)>,
+    consts: &'c [(String, String)],
 }
 
-impl Builder {
-    fn new() -> Self {
+impl<'c> Builder<'c> {
+    fn new(consts: &'c [(String, String)]) -> Self {
         Builder {
             families: Vec::with_capacity(16),
+            consts,
         }
     }
 
     fn add(&mut self, def: &'static Def, labels: &[(&str, &str)], value: f64) {
+        let pair = |k: &str, v: &str| {
+            let mut lp = LabelPair::default();
+            lp.set_name(k.to_string());
+            lp.set_value(v.to_string());
+            lp
+        };
         let mut m = Metric::from_label(
-            labels
+            self.consts
                 .iter()
-                .map(|(k, v)| {
-                    let mut lp = LabelPair::default();
-                    lp.set_name((*k).to_string());
-                    lp.set_value((*v).to_string());
-                    lp
-                })
+                .map(|(k, v)| pair(k, v))
+                .chain(labels.iter().map(|(k, v)| pair(k, v)))
                 .collect(),
         );
         match def.kind {
@@ -221,7 +227,7 @@ pub fn families(snap: &Snapshot<'_>, ctx: &Context) -> Vec<MetricFamily> {
 
 /// Translates one cycle's snapshot; see [`Translation`].
 pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
-    let mut b = Builder::new();
+    let mut b = Builder::new(&ctx.const_labels);
     let mut unmapped = 0;
     let mut unmapped_kinds: Vec<String> = Vec::new();
     let a = snap.agent;
@@ -288,7 +294,7 @@ fn scope_name(s: &Scope) -> &'static str {
     }
 }
 
-fn server_info(b: &mut Builder, info: &ServerInfo, ctx: &Context) {
+fn server_info(b: &mut Builder<'_>, info: &ServerInfo, ctx: &Context) {
     if ctx.legacy_names {
         let n = info.number_of_locales.to_string();
         b.add(
@@ -355,7 +361,7 @@ const MEMORY_USED: &str = "arkouda_memory_used_per_locale";
 const PERCENT_MEMORY_USED: &str = "arkouda_percent_memory_used_per_locale";
 
 /// Adds the series of one record; false when nothing maps to it.
-fn record(b: &mut Builder, r: &Record) -> bool {
+fn record(b: &mut Builder<'_>, r: &Record) -> bool {
     let cmd = [("command", r.name.as_str())];
     match (&r.category, &r.scope) {
         (Category::NumRequests, Scope::Global) if r.name != TOTAL => b.add(REQUESTS, &cmd, r.value),
@@ -387,7 +393,7 @@ fn record(b: &mut Builder, r: &Record) -> bool {
     true
 }
 
-fn legacy_record(b: &mut Builder, r: &Record, server: &str) -> bool {
+fn legacy_record(b: &mut Builder<'_>, r: &Record, server: &str) -> bool {
     let s = ("arkouda_server_name", server);
     let cmd = [("command", r.name.as_str()), s];
     match (&r.category, &r.scope) {
@@ -625,6 +631,7 @@ mod tests {
             job_user: Some("alice".into()),
             partition: Some("debug".into()),
             legacy_names: false,
+            const_labels: Vec::new(),
         };
         let snap = Snapshot {
             records: Some(&[]),
@@ -762,6 +769,37 @@ arkouda_up 1
         assert_eq!(
             samples(&t.families, "arkouda_agent_skipped"),
             vec!["arkouda_agent_skipped_records_total 3"]
+        );
+    }
+
+    /// Scrape mode: the grouping labels come first on every series.
+    #[test]
+    fn const_labels_on_every_series() {
+        let ctx = Context {
+            const_labels: vec![
+                ("job".into(), "arkouda".into()),
+                ("slurm_job_id".into(), "7".into()),
+            ],
+            ..Context::default()
+        };
+        let recs = [rec("sum", Category::NumRequests, Scope::Global, 1.0)];
+        let snap = Snapshot {
+            records: Some(&recs),
+            server_info: None,
+            agent: &agent(),
+        };
+        let got = samples(&families(&snap, &ctx), "arkouda_");
+        assert!(
+            got.contains(
+                &r#"arkouda_requests_total{job="arkouda",slurm_job_id="7",command="sum"} 1"#
+                    .to_string()
+            ),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .all(|l| l.contains(r#"{job="arkouda",slurm_job_id="7""#)),
+            "{got:?}"
         );
     }
 

@@ -411,3 +411,66 @@ fn token_file_is_never_shown() {
         "{out}{err}"
     );
 }
+
+/// Scrape mode: `--listen` serves the latest poll with the grouping labels, `/healthz`
+/// answers; with `--no-push` nothing reaches the Pushgateway.
+#[test]
+fn scrape_mode_serves_metrics_and_healthz() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&["--locales", "2"]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "scrape",
+        "--interval",
+        "300ms",
+        "--listen",
+        &addr,
+        "--no-push",
+    ]);
+    let http = reqwest::blocking::Client::new();
+    let body = eventually(std::time::Duration::from_secs(10), "GET /metrics", || {
+        let r = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .map_err(|e| e.to_string())?;
+        if r.status().is_success() {
+            r.text().map_err(|e| e.to_string())
+        } else {
+            Err(r.status().to_string())
+        }
+    });
+    assert!(
+        body.contains("# TYPE arkouda_requests_total counter\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("arkouda_up{job=\"arkouda\",slurm_job_id=\"scrape\"} 1\n"),
+        "{body}"
+    );
+    assert!(body.contains("arkouda_locale_memory_used_bytes{job=\"arkouda\",slurm_job_id=\"scrape\",locale=\"1\"} "), "{body}");
+    let health = http.get(format!("http://{addr}/healthz")).send().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(
+        http.get(format!("http://{addr}/nope"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert!(
+        pg.job_groups("scrape").is_empty(),
+        "--no-push pushes nothing"
+    );
+
+    let (code, _, err) = run_agent(&["run", "--job-id", "x", "--no-push"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid value for `no_push`"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! Where metric families go. A sink sees only encoded families and grouping labels: it
 //! never imports `arkouda` and knows nothing of ZeroMQ.
 
+pub mod listen;
 pub mod pushgateway;
 pub mod retry;

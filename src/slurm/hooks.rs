@@ -20,7 +20,7 @@ pub const PROLOG_START_WAIT: Duration = Duration::from_secs(3);
 /// the Pushgateway hangs (slurm/epilog.sh kills the hook at 8 s, +1 s).
 pub const EPILOG_STOP_WAIT_MAX: Duration = Duration::from_secs(4);
 /// Deadline of the Epilog's backstop `delete`.
-pub const EPILOG_BACKSTOP: Duration = Duration::from_secs(3);
+pub const EPILOG_BACKSTOP: Duration = Duration::from_millis(2500);
 /// Deadline of the controller's delete (slurm/epilog-slurmctld.sh kills the hook at 5 s).
 pub const CTLD_DELETE: Duration = Duration::from_secs(4);
 
