@@ -271,7 +271,9 @@ impl Agent {
 
     /// One cycle: poll, translate, push (retrying until `deadline`).
     pub async fn cycle(&mut self, deadline: Instant) -> Outcome {
+        let started = Instant::now();
         let polled = self.poll_and_render().await;
+        let rendered = Instant::now();
         if self.settings.no_push {
             return Outcome {
                 polled,
@@ -280,8 +282,19 @@ impl Agent {
         }
         let deadline = deadline.max(Instant::now() + self.settings.push_timeout);
         let body = Bytes::from(self.body.clone().into_bytes());
+        let bytes = body.len();
         let result = self.pgw.push(&self.key, body, deadline).await;
         self.note_push(&result);
+        // One line per cycle, at debug level only: what benches/compare.sh reads.
+        tracing::debug!(
+            poll_ms = self.stats.poll_duration_seconds * 1e3,
+            render_ms =
+                (rendered - started).as_secs_f64() * 1e3 - self.stats.poll_duration_seconds * 1e3,
+            push_ms = rendered.elapsed().as_secs_f64() * 1e3,
+            cycle_ms = started.elapsed().as_secs_f64() * 1e3,
+            bytes,
+            "cycle done"
+        );
         Outcome {
             polled,
             pushed: result.is_ok(),

@@ -185,18 +185,7 @@ impl<'c> Builder<'c> {
         self.families
             .into_iter()
             .map(|(def, mut metrics)| {
-                // A duplicate label set would make the Pushgateway reject the whole push:
-                // keep the last one reported.
-                let key = |m: &Metric| -> Vec<(String, String)> {
-                    m.get_label()
-                        .iter()
-                        .map(|l| (l.name().to_string(), l.value().to_string()))
-                        .collect()
-                };
-                metrics.reverse();
-                let mut seen = std::collections::HashSet::with_capacity(metrics.len());
-                metrics.retain(|m| seen.insert(key(m)));
-                metrics.reverse();
+                dedup_keep_last(&mut metrics);
                 let mut f = MetricFamily::default();
                 f.set_name(def.name.to_string());
                 f.set_help(def.help.to_string());
@@ -209,6 +198,49 @@ impl<'c> Builder<'c> {
             })
             .collect()
     }
+}
+
+/// Drops all but the last series of each label set: a duplicate would make the
+/// Pushgateway reject the whole push. Label sets are compared by hash first, so the
+/// common case (no duplicates) allocates nothing per series.
+fn dedup_keep_last(metrics: &mut Vec<Metric>) {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let hash = |m: &Metric| {
+        let mut h = state.build_hasher();
+        for l in m.get_label() {
+            l.name().hash(&mut h);
+            l.value().hash(&mut h);
+        }
+        h.finish()
+    };
+    let same = |a: &Metric, b: &Metric| {
+        a.get_label().len() == b.get_label().len()
+            && a.get_label()
+                .iter()
+                .zip(b.get_label())
+                .all(|(x, y)| x.name() == y.name() && x.value() == y.value())
+    };
+    // Hash → indices of the kept series with that hash, walking from the last.
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> =
+        std::collections::HashMap::with_capacity(metrics.len());
+    let mut keep = vec![true; metrics.len()];
+    for i in (0..metrics.len()).rev() {
+        let kept = seen.entry(hash(&metrics[i])).or_default();
+        if kept.iter().any(|&j| same(&metrics[i], &metrics[j])) {
+            keep[i] = false;
+        } else {
+            kept.push(i);
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return;
+    }
+    let mut i = 0;
+    metrics.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
 }
 
 /// The families of one cycle, and the records nothing maps to (a known category with an

@@ -327,7 +327,11 @@ fn pushgateway_slow_then_5xx() {
         assert!(g.value("arkouda_agent_push_errors_total", &[]).unwrap() >= 1.0);
     }
     let log = agent.log_text();
-    assert_eq!(count_lines(&log, PUSH_FAILING), 2, "{log}");
+    // One line per change of state: at least one per fault (a fault may show first as a
+    // reset connection, then as its status, which is a change of state too), not one per
+    // failed cycle.
+    let failing = count_lines(&log, PUSH_FAILING);
+    assert!((2..=4).contains(&failing), "{log}");
     // A 503 may pass on a later try: retried with backoff inside the cycle.
     assert!(
         log.lines()

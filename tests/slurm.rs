@@ -15,7 +15,8 @@
 //! `ARKOUDA_PUSH_AGENT_BIN`/`_CONFIG` and `ARKOUDA_PUSH_AGENT_HOOK_LOG`, as a site's would,
 //! plus per-job test knobs taken from the job's comment words: `apa-config=NAME` (another
 //! config file), `apa-port=N` (the job's metrics port, so jobs can run side by side),
-//! `apa-bin=missing`, `apa-skip=HOOK` (that hook does nothing: a crashed node).
+//! `apa-bin=missing`, `apa-bin=hang` (a binary that never returns), `apa-skip=HOOK` (that
+//! hook does nothing: a crashed node).
 
 mod common;
 
@@ -239,6 +240,7 @@ for word in ${{SLURM_JOB_COMMENT//,/ }}; do
     apa-config=*) export ARKOUDA_PUSH_AGENT_CONFIG={w}/config/${{word#apa-config=}}.toml ;;
     apa-port=*) export ARKOUDA_PUSH_AGENT_METRICS_PORT=${{word#apa-port=}} ;;
     apa-bin=missing) export ARKOUDA_PUSH_AGENT_BIN={w}/bin/no-such-binary ;;
+    apa-bin=hang) export ARKOUDA_PUSH_AGENT_BIN={w}/bin/hanging-agent ;;
     apa-skip={hook})
         echo "test arkouda-push-agent[$SLURM_JOB_ID] {hook}: skipped by the test wrapper" >>{w}/hooks.log
         exit 0 ;;
@@ -251,6 +253,17 @@ exec {repo}/slurm/{hook}.sh
             );
             write_file(&p(&format!("hooks/{hook}")), &wrapper, 0o755);
         }
+
+        // An "agent binary" that never returns, to prove the scripts' time bounds. It is
+        // the simulator, which ignores the arguments and ends on SIGTERM.
+        write_file(
+            &p("bin/hanging-agent"),
+            &format!(
+                "#!/bin/bash\nexec {}/bin/arkouda-sim --metrics-port 0\n",
+                w.0.display()
+            ),
+            0o755,
+        );
 
         // A fake arkouda_server for arkouda-srun: records its arguments and environment,
         // runs the simulator on METRICS_SERVER_PORT, exits $FAKE_EXIT once $FAKE_STOP exists.
@@ -1091,8 +1104,9 @@ fn arkouda_srun_scancel(c: &Cluster) {
     c.assert_no_agent(&id);
 }
 
-/// The Prolog and Epilog exit 0, in time, and say why, when the binary is missing, the
-/// config is broken, or the Pushgateway is down or hangs; the node is never drained.
+/// The Prolog and Epilog exit 0, in time, and say why, when the binary is missing or
+/// hangs, the config is broken, or the Pushgateway is down or hangs; the node is never
+/// drained.
 fn hooks_survive_failures(c: &Cluster) {
     let job = |name: &str, knob: &str| {
         let port = free_port();
@@ -1104,6 +1118,7 @@ fn hooks_survive_failures(c: &Cluster) {
         )
     };
     let missing = job("fail-bin", "apa-bin=missing");
+    let stuck = job("fail-stuck", "apa-bin=hang");
     let broken = job("fail-config", "apa-config=broken");
     let down = job("fail-pgdown", "apa-config=pgdown");
     let hang = job("fail-pghang", "apa-config=pghang");
@@ -1113,6 +1128,14 @@ fn hooks_survive_failures(c: &Cluster) {
         &missing.id,
         "prolog",
         "no-such-binary is missing or not executable",
+    );
+    // A binary that never returns is killed by the script's own timeout, inside the budget.
+    let end = c.assert_prolog(&stuck.id, Some(124));
+    assert!(end.ms >= 3900, "the prolog's bound is 4 s: {} ms", end.ms);
+    c.wait_hook_line(
+        &stuck.id,
+        "prolog",
+        "did not finish within 4s and was killed",
     );
     c.assert_prolog(&broken.id, Some(2));
     c.wait_hook_line(&broken.id, "prolog", "cannot read config file");
@@ -1131,11 +1154,25 @@ fn hooks_survive_failures(c: &Cluster) {
             }
         });
     }
-    for j in [&missing, &broken, &down, &hang] {
+    for j in [&missing, &stuck, &broken, &down, &hang] {
         c.wait_state(&j.id, &["RUNNING"], JOB_START);
         j.finish();
     }
     c.assert_epilog(&missing.id, None);
+    let end = c.assert_epilog(&stuck.id, Some(124));
+    assert!(end.ms >= 7900, "the epilog's bound is 8 s: {} ms", end.ms);
+    c.wait_hook_line(
+        &stuck.id,
+        "epilog",
+        "did not finish within 8s and was killed",
+    );
+    let end = c.wait_hook_end(&stuck.id, "epilog-slurmctld");
+    // 137: slurmctld's hooks inherit a signal mask that blocks SIGTERM, so `timeout`'s
+    // SIGKILL one second later is what ends it; the bound holds either way.
+    assert!(
+        matches!(end.rc, Some(124 | 137)) && end.ms < 6500,
+        "EpilogSlurmctld with a stuck binary: {end:?}"
+    );
     c.assert_epilog(&broken.id, Some(2));
     for j in [&down, &hang] {
         let end = c.wait_hook_end(&j.id, "epilog");
@@ -1150,7 +1187,7 @@ fn hooks_survive_failures(c: &Cluster) {
         assert!(log.contains("backstop delete"), "{log}");
         c.assert_no_agent(&j.id);
     }
-    for j in [&missing, &broken, &down, &hang] {
+    for j in [&missing, &stuck, &broken, &down, &hang] {
         assert_eq!(
             c.wait_state(&j.id, &["COMPLETED"], HOOK_DONE),
             "COMPLETED",
@@ -1163,6 +1200,8 @@ fn hooks_survive_failures(c: &Cluster) {
 }
 
 type Scenario = fn(&Cluster);
+/// A scenario's name, how long it took, and its panic message if it failed.
+type Outcome = (String, Duration, Result<(), String>);
 
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("hooks_survive_failures", hooks_survive_failures),
@@ -1195,7 +1234,7 @@ fn slurm_cluster() {
     let started = Instant::now();
     let cluster = Cluster::start();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(String, Duration, Result<(), String>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..PARALLEL {
             s.spawn(|| loop {
@@ -1224,8 +1263,7 @@ fn slurm_cluster() {
         }
     });
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let failed: Vec<&(String, Duration, Result<(), String>)> =
-        results.iter().filter(|r| r.2.is_err()).collect();
+    let failed: Vec<&Outcome> = results.iter().filter(|r| r.2.is_err()).collect();
     eprintln!(
         "{} scenarios, {} jobs, {} failed, {:.1?} in all",
         results.len(),

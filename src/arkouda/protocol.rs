@@ -9,7 +9,10 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// An Arkouda release, as the `YYYY.MM.DD` date of its tag.
@@ -252,76 +255,107 @@ pub struct Records {
     pub unknown_names: Vec<String>,
 }
 
-const KNOWN_FIELDS: &[&str] = &[
-    "name",
-    "category",
-    "scope",
-    "timestamp",
-    "value",
-    "locale_num",
-    "locale_name",
-    "locale_hostname",
-    "user",
-];
-
 /// Parses the `msg` of a `metrics` reply: a JSON array of flat record objects.
+///
+/// Streams the array into [`Item`]s that borrow from `msg` (no JSON tree is built: a
+/// 4096-locale reply has ~8000 records, parsed every interval on a node that belongs to
+/// the user's job).
 pub fn parse_records(msg: &str) -> Result<Records, ProtocolError> {
-    let items: Vec<Value> =
-        serde_json::from_str(msg).map_err(|e| ProtocolError::BadRecords(e.to_string()))?;
-    let mut out = Records {
-        records: Vec::with_capacity(items.len()),
-        ..Records::default()
-    };
-    for item in &items {
-        match parse_record(item, &mut out) {
-            Ok(r) => out.records.push(r),
-            Err(what) => {
-                out.skipped += 1;
-                if !out.unknown_names.contains(&what) {
-                    out.unknown_names.push(what);
-                }
-            }
-        }
-    }
+    let mut de = serde_json::Deserializer::from_str(msg);
+    let out = de
+        .deserialize_seq(RecordsVisitor)
+        .and_then(|out| de.end().map(|()| out))
+        .map_err(|e| ProtocolError::BadRecords(e.to_string()))?;
     Ok(out)
 }
 
-fn parse_record(item: &Value, out: &mut Records) -> Result<Record, String> {
-    let obj = item
-        .as_object()
-        .ok_or_else(|| "a record that is not an object".to_string())?;
-    let text = |k: &str| obj.get(k).and_then(Value::as_str);
-    let name = text("name").ok_or_else(|| "a record without a name".to_string())?;
+/// Turns each array element into a record as it is read, so no element is kept.
+struct RecordsVisitor;
+
+impl<'de> Visitor<'de> for RecordsVisitor {
+    type Value = Records;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of metric records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Records, A::Error> {
+        let mut out = Records {
+            records: Vec::with_capacity(seq.size_hint().unwrap_or(64)),
+            ..Records::default()
+        };
+        while let Some(item) = seq.next_element::<Item<'de>>()? {
+            match record_of(item) {
+                Ok((r, unknown)) => {
+                    for k in unknown {
+                        out.unknown_fields += 1;
+                        note(&mut out.unknown_names, || format!("field {k}"));
+                    }
+                    out.records.push(r);
+                }
+                Err(what) => {
+                    out.skipped += 1;
+                    note(&mut out.unknown_names, || what);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn note(names: &mut Vec<String>, what: impl FnOnce() -> String) {
+    let what = what();
+    if !names.contains(&what) {
+        names.push(what);
+    }
+}
+
+fn record_of(item: Item<'_>) -> Result<(Record, Vec<Cow<'_, str>>), String> {
+    let Item(Some(f)) = item else {
+        return Err("a record that is not an object".to_string());
+    };
+    let name = f
+        .name
+        .as_ref()
+        .and_then(Loose::as_str)
+        .ok_or_else(|| "a record without a name".to_string())?;
     let category = Category::parse(
-        text("category").ok_or_else(|| format!("record {name:?} without a category"))?,
+        f.category
+            .as_ref()
+            .and_then(Loose::as_str)
+            .ok_or_else(|| format!("record {name:?} without a category"))?,
     );
     if let Category::Unknown(c) = &category {
         return Err(format!("category {c}"));
     }
-    let value = match obj.get("value") {
-        Some(Value::Number(n)) => n.as_f64(),
-        // Chapel may write non-finite reals as bare words; serde_json cannot read those,
-        // but a quoted number is harmless to accept.
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| format!("record {name:?} without a numeric value"))?;
-    let scope = match text("scope").map(|s| s.strip_prefix("MetricScope.").unwrap_or(s)) {
+    // Chapel may write non-finite reals as bare words, which are not JSON; a quoted
+    // number is harmless to accept.
+    let value = f
+        .value
+        .as_ref()
+        .and_then(Loose::as_f64)
+        .ok_or_else(|| format!("record {name:?} without a numeric value"))?;
+    let text = |v: &Option<Loose<'_>>| v.as_ref().and_then(Loose::as_str).unwrap_or("").to_string();
+    let scope = match f
+        .scope
+        .as_ref()
+        .and_then(Loose::as_str)
+        .map(|s| s.strip_prefix("MetricScope.").unwrap_or(s))
+    {
         Some("GLOBAL") => Scope::Global,
-        Some("LOCALE") => {
-            let num = match obj.get("locale_num") {
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::String(s)) => s.clone(),
-                _ => return Err(format!("locale record {name:?} without locale_num")),
-            };
-            Scope::Locale(LocaleRef {
-                num,
-                name: text("locale_name").unwrap_or("").to_string(),
-                hostname: text("locale_hostname").unwrap_or("").to_string(),
-            })
-        }
+        Some("LOCALE") => Scope::Locale(LocaleRef {
+            num: f
+                .locale_num
+                .as_ref()
+                .and_then(Loose::as_label)
+                .ok_or_else(|| format!("locale record {name:?} without locale_num"))?,
+            name: text(&f.locale_name),
+            hostname: text(&f.locale_hostname),
+        }),
         Some("USER") => Scope::User(
-            text("user")
+            f.user
+                .as_ref()
+                .and_then(Loose::as_str)
                 .ok_or_else(|| format!("user record {name:?} without a user"))?
                 .to_string(),
         ),
@@ -329,21 +363,189 @@ fn parse_record(item: &Value, out: &mut Records) -> Result<Record, String> {
         Some(other) => return Err(format!("scope {other}")),
         None => return Err(format!("record {name:?} without a scope")),
     };
-    for k in obj.keys() {
-        if !KNOWN_FIELDS.contains(&k.as_str()) {
-            out.unknown_fields += 1;
-            let what = format!("field {k}");
-            if !out.unknown_names.contains(&what) {
-                out.unknown_names.push(what);
-            }
+    Ok((
+        Record {
+            name: name.to_string(),
+            category,
+            scope,
+            value,
+        },
+        f.unknown,
+    ))
+}
+
+/// A JSON value, kept only as far as a record field needs it.
+enum Loose<'a> {
+    /// A number, and its exact integer when it is one.
+    Num(f64, Option<i64>),
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl Loose<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Loose::Str(s) => Some(s),
+            _ => None,
         }
     }
-    Ok(Record {
-        name: name.to_string(),
-        category,
-        scope,
-        value,
-    })
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Loose::Num(x, _) => Some(*x),
+            Loose::Str(s) => s.trim().parse().ok(),
+            Loose::Other => None,
+        }
+    }
+
+    /// As a label value: integers without a fraction, strings as they are.
+    fn as_label(&self) -> Option<String> {
+        match self {
+            Loose::Num(_, Some(i)) => Some(i.to_string()),
+            Loose::Num(x, None) => Some(x.to_string()),
+            Loose::Str(s) => Some(s.to_string()),
+            Loose::Other => None,
+        }
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Loose<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Num(v as f64, Some(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Num(v as f64, i64::try_from(v).ok()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Num(v, None))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Other)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+}
+
+/// The fields of one record object, borrowed from the reply where possible.
+#[derive(Default)]
+struct Fields<'a> {
+    name: Option<Loose<'a>>,
+    category: Option<Loose<'a>>,
+    scope: Option<Loose<'a>>,
+    value: Option<Loose<'a>>,
+    locale_num: Option<Loose<'a>>,
+    locale_name: Option<Loose<'a>>,
+    locale_hostname: Option<Loose<'a>>,
+    user: Option<Loose<'a>>,
+    /// Names of fields nobody knows of (`timestamp` is known, and dropped).
+    unknown: Vec<Cow<'a, str>>,
+}
+
+/// One element of the records array: a record's fields, or None when it is no object.
+struct Item<'a>(Option<Fields<'a>>);
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a metric record")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key::<Loose<'de>>()? {
+            let Loose::Str(key) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let slot = match key.as_ref() {
+                "name" => &mut f.name,
+                "category" => &mut f.category,
+                "scope" => &mut f.scope,
+                "value" => &mut f.value,
+                "locale_num" => &mut f.locale_num,
+                "locale_name" => &mut f.locale_name,
+                "locale_hostname" => &mut f.locale_hostname,
+                "user" => &mut f.user,
+                "timestamp" => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    f.unknown.push(key);
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<Loose<'de>>()?);
+        }
+        Ok(Item(Some(f)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        LooseVisitor.visit_seq(seq).map(|_| Item(None))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Item(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Item(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Item(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Item(None))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Item(None))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Item(None))
+    }
+}
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
 }
 
 /// One locale of SERVER_INFO.

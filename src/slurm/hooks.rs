@@ -272,7 +272,7 @@ pub struct Launch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrologPlan {
     Nothing(String),
-    Start(Launch),
+    Start(Box<Launch>),
 }
 
 /// What the Prolog knows besides the settings.
@@ -386,7 +386,7 @@ pub fn prolog_plan(
         ]);
         (Mode::Daemon, args)
     };
-    Ok(PrologPlan::Start(Launch {
+    Ok(PrologPlan::Start(Box::new(Launch {
         job_id: job.id.clone(),
         run_as: settings.slurm.run_as.clone(),
         state_dir: settings.slurm.state_dir.clone(),
@@ -395,7 +395,7 @@ pub fn prolog_plan(
         args,
         env,
         why,
-    }))
+    })))
 }
 
 /// A systemd `EnvironmentFile=`: one `KEY=value` a line, values quoted when needed.
@@ -438,7 +438,7 @@ pub struct Stop {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EpilogPlan {
     Nothing(String),
-    Stop(Stop),
+    Stop(Box<Stop>),
 }
 
 pub fn epilog_plan(
@@ -463,7 +463,7 @@ pub fn epilog_plan(
         (Err(e), Selection::Yes(why)) => format!("{e}; acting anyway, since {why}"),
         (Err(e), Selection::No(_)) => return Err(e),
     };
-    Ok(EpilogPlan::Stop(Stop {
+    Ok(EpilogPlan::Stop(Box::new(Stop {
         job_id: job.id.clone(),
         job_uid: job.uid,
         run_as: settings.slurm.run_as.clone(),
@@ -472,7 +472,7 @@ pub fn epilog_plan(
         wait: (settings.shutdown_timeout + Duration::from_millis(500)).min(EPILOG_STOP_WAIT_MAX),
         backstop: selected.is_yes().then_some(EPILOG_BACKSTOP),
         why,
-    }))
+    })))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -609,7 +609,14 @@ mod tests {
 
     #[test]
     fn placement_table() {
-        let cases: &[(&str, Option<&str>, Option<&str>, Result<(&str, bool), &str>)] = &[
+        // (node list, SLURMD_NODENAME, host name, Ok((first node, is first)) or an error)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<(&'a str, bool), &'a str>,
+        );
+        let cases: &[Case] = &[
             (
                 "nid[001-004,007]",
                 Some("nid001"),
@@ -845,13 +852,10 @@ mod tests {
             ("SLURM_JOB_COMMENT", "arkouda-metrics"),
             ("SLURM_NODELIST", ""),
         ]);
-        assert!(matches!(
-            epilog_plan(&s, &lost, &ctx(&e, false)).unwrap(),
-            EpilogPlan::Stop(Stop {
-                backstop: Some(_),
-                ..
-            })
-        ));
+        match epilog_plan(&s, &lost, &ctx(&e, false)).unwrap() {
+            EpilogPlan::Stop(stop) => assert!(stop.backstop.is_some()),
+            other => panic!("{other:?}"),
+        }
         let lost = job(&[("SLURM_NODELIST", "")]);
         assert_eq!(
             epilog_plan(&s, &lost, &ctx(&e, false)).unwrap_err(),

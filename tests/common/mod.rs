@@ -423,6 +423,16 @@ impl Sim {
     }
 }
 
+/// A lock directory for the agents of this test process.
+pub fn lock_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("apa-locks-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("lock dir");
+        d
+    })
+}
+
 /// The agent binary with a clean environment (no SLURM_* or ARKOUDA_* from the caller,
 /// no /etc config file).
 pub fn agent_command(args: &[&str]) -> Command {
@@ -430,6 +440,8 @@ pub fn agent_command(args: &[&str]) -> Command {
     cmd.args(args)
         .env_clear()
         .env("ARKOUDA_PUSH_AGENT_CONFIG", "/dev/null")
+        // Locks of this test process only: test files run at once and reuse job ids.
+        .env("ARKOUDA_PUSH_AGENT_LOCK_DIR", lock_dir())
         .env("ARKOUDA_PUSH_AGENT_LOG_LEVEL", "debug");
     cmd
 }
@@ -516,16 +528,12 @@ impl FaultProxy {
                     ProxyMode::Status(code) => {
                         std::thread::spawn(move || {
                             let mut buf = [0u8; 65536];
-                            // Answer each request on the connection once its head arrives.
-                            while let Ok(n) = client.read(&mut buf) {
-                                if n == 0 {
-                                    break;
-                                }
+                            // Answer the first request on the connection once its head arrives.
+                            if matches!(client.read(&mut buf), Ok(n) if n > 0) {
                                 let resp = format!("HTTP/1.1 {code} Injected\r\nContent-Length: 8\r\nConnection: close\r\n\r\ninjected");
                                 let _ = client.write_all(resp.as_bytes());
-                                let _ = client.shutdown(Shutdown::Both);
-                                break;
                             }
+                            let _ = client.shutdown(Shutdown::Both);
                         });
                     }
                     ProxyMode::Pass => {
