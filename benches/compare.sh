@@ -20,8 +20,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null; }
-TICK=$(getconf CLK_TCK)
-cpu_ms() { awk -v t="$TICK" '{print ($14+$15)*1000/t}' "/proc/$1/stat"; }
+# CPU time of every thread of a process, in ms, from schedstat (nanoseconds; /proc/PID/stat
+# counts in 10 ms ticks, too coarse for a cycle of a small job).
+cpu_ms() { cat /proc/$1/task/*/schedstat | awk '{s+=$1} END {printf "%.3f", s/1e6}'; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
@@ -58,7 +59,7 @@ for L in $SIZES; do
   a_cpu=$(python3 -c "print(($c1-$c0)/$CYCLES)")
   a_rss=$(python3 -c "print($rss/1024)")
   # The body the agent pushes, for the floor.
-  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null target/release/arkouda-push-agent once --dry-run --arkouda "tcp://127.0.0.1:$SIM_PORT" >"$W/body.txt"
+  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null target/release/arkouda-push-agent once --dry-run --arkouda "tcp://127.0.0.1:$SIM_PORT" >"$W/body.txt" 2>/dev/null
   stop $SIM_PID; stop $PG_PID
 
   # The Python reference.

@@ -37,9 +37,14 @@ pub fn grouping_key(settings: &Settings, job_id: &str) -> GroupingKey {
 fn session(settings: &Settings) -> Session {
     let location = match &settings.server {
         ServerLocation::Endpoint(e) => Location::Endpoint(e.clone()),
-        ServerLocation::ConnectionInfo { path, port } => Location::ConnectionInfo {
+        ServerLocation::ConnectionInfo {
+            path,
+            port,
+            fallback_host,
+        } => Location::ConnectionInfo {
             path: path.clone(),
             port: *port,
+            fallback_host: fallback_host.clone(),
         },
     };
     let opts = ClientOptions {

@@ -477,7 +477,12 @@ pub enum ServerLocation {
     /// A fixed `tcp://host:port`.
     Endpoint(String),
     /// Read the host from arkouda_server's connection-info file; the port is `port`.
-    ConnectionInfo { path: PathBuf, port: u16 },
+    ConnectionInfo {
+        path: PathBuf,
+        port: u16,
+        /// Used while the file does not exist (the Slurm prolog gives the first node).
+        fallback_host: Option<String>,
+    },
 }
 
 /// Validated, ready-to-use settings.
@@ -899,19 +904,23 @@ impl Settings {
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(5556);
 
+        // arkouda wins; then the connection-info file, with arkouda_host as the fallback while
+        // the file is missing; then arkouda_host alone; then localhost.
+        let host = r.nonempty("arkouda_host")?;
         let server = if let Some(a) = r.nonempty("arkouda")? {
             ServerLocation::Endpoint(
                 parse_endpoint(&a, metrics_port).map_err(|e| r.invalid("arkouda", e))?,
-            )
-        } else if let Some(h) = r.nonempty("arkouda_host")? {
-            ServerLocation::Endpoint(
-                parse_endpoint(&h, metrics_port).map_err(|e| r.invalid("arkouda_host", e))?,
             )
         } else if let Some(path) = r.path("connection_info")? {
             ServerLocation::ConnectionInfo {
                 path,
                 port: metrics_port,
+                fallback_host: host,
             }
+        } else if let Some(h) = host {
+            ServerLocation::Endpoint(
+                parse_endpoint(&h, metrics_port).map_err(|e| r.invalid("arkouda_host", e))?,
+            )
         } else {
             ServerLocation::Endpoint(format!("tcp://localhost:{metrics_port}"))
         };
@@ -1179,7 +1188,18 @@ mod tests {
             settings(&flags(&[]), &e).unwrap().server,
             ServerLocation::ConnectionInfo {
                 path: "/tmp/ci".into(),
-                port: 5600
+                port: 5600,
+                fallback_host: None,
+            }
+        );
+        // A host with the file: the host is the fallback while the file is missing.
+        let f = flags(&[("arkouda_host", "nid001")]);
+        assert_eq!(
+            settings(&f, &e).unwrap().server,
+            ServerLocation::ConnectionInfo {
+                path: "/tmp/ci".into(),
+                port: 5600,
+                fallback_host: Some("nid001".into()),
             }
         );
         let f = flags(&[("arkouda", "tcp://nid001:5556")]);
@@ -1192,6 +1212,12 @@ mod tests {
                 .unwrap()
                 .server,
             ServerLocation::Endpoint("tcp://nid9:5556".into())
+        );
+        assert_eq!(
+            settings(&flags(&[("arkouda_host", "nid8")]), &env(&[]))
+                .unwrap()
+                .server,
+            ServerLocation::Endpoint("tcp://nid8:5556".into())
         );
         assert_eq!(
             settings(&flags(&[]), &env(&[])).unwrap().server,
@@ -1466,6 +1492,36 @@ mod tests {
         let e = env(&[("ARKOUDA_PUSH_AGENT_SLURM_RUN_AS", "root")]);
         let err = settings(&flags(&[]), &e).unwrap_err().to_string();
         assert!(err.contains("never runs as root"), "{err}");
+    }
+
+    /// config/arkouda-push-agent.toml documents every key (secrets by their `_file` key)
+    /// and is accepted as it ships.
+    #[test]
+    fn example_config_is_complete_and_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/arkouda-push-agent.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let (top, slurm) = text.split_once("\n[slurm]\n").expect("a [slurm] table");
+        for def in KEYS.iter().filter(|d| !d.secret) {
+            let (section, name) = match def.key.split_once('.') {
+                Some(("slurm", k)) => (slurm, k),
+                _ => (top, def.key),
+            };
+            let documented = section.lines().any(|l| {
+                l.trim_start_matches("# ")
+                    .starts_with(&format!("{name} = "))
+            });
+            assert!(
+                documented,
+                "{} is not in config/arkouda-push-agent.toml",
+                def.key
+            );
+        }
+        let mut f = flags(&[]);
+        f.config = Some(path.into());
+        settings(&f, &env(&[])).unwrap();
     }
 
     #[test]

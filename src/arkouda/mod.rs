@@ -24,9 +24,12 @@ use protocol::ArgStyle;
 pub enum Location {
     Endpoint(String),
     /// The host comes from the connection-info file, the port is the metrics port.
+    /// The host comes from the connection-info file, the port is the metrics port;
+    /// `fallback_host` is used while the file does not exist.
     ConnectionInfo {
         path: PathBuf,
         port: u16,
+        fallback_host: Option<String>,
     },
 }
 
@@ -105,18 +108,28 @@ impl Session {
     }
 
     fn locate(&mut self) -> Result<(), PollError> {
-        if let Location::ConnectionInfo { path, port } = &self.location {
-            let text = std::fs::read_to_string(path).map_err(|e| PollError::NoConnectionInfo {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let info = protocol::parse_connection_info(&text).ok_or_else(|| {
-                PollError::NoConnectionInfo {
-                    path: path.clone(),
-                    reason: "the file is empty".to_string(),
+        if let Location::ConnectionInfo {
+            path,
+            port,
+            fallback_host,
+        } = &self.location
+        {
+            let host = match std::fs::read_to_string(path) {
+                Ok(text) => protocol::parse_connection_info(&text)
+                    .map(|info| info.host)
+                    .ok_or_else(|| PollError::NoConnectionInfo {
+                        path: path.clone(),
+                        reason: "the file is empty".to_string(),
+                    })?,
+                Err(_) if fallback_host.is_some() => fallback_host.clone().unwrap_or_default(),
+                Err(e) => {
+                    return Err(PollError::NoConnectionInfo {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
                 }
-            })?;
-            let endpoint = format!("tcp://{}:{port}", info.host);
+            };
+            let endpoint = format!("tcp://{host}:{port}");
             self.client.set_endpoint(&endpoint);
         }
         Ok(())

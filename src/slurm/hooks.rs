@@ -339,8 +339,10 @@ pub fn prolog_plan(
     }
     match &server {
         ServerPlace::Host(h) => settings_given.push(("arkouda_host", h.clone())),
+        // The file once it appears, the first node until then.
         ServerPlace::ConnectionInfo(p) => {
-            settings_given.push(("connection_info", p.display().to_string()))
+            settings_given.push(("connection_info", p.display().to_string()));
+            settings_given.push(("arkouda_host", place.first.clone()));
         }
     }
     let mut env = passthrough(ctx.env);
