@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session};
-use crate::config::{Resolved, ServerLocation, Settings};
+use crate::config::{Layout, PushgatewayMode, Resolved, ServerLocation, Settings};
 use crate::sinks::listen::Listen;
-use crate::sinks::pushgateway::{self, GroupingKey, PushError, Pushgateway};
+use crate::sinks::pushgateway::{self, GroupingKey, Payload, PushError, Pushgateway};
 use crate::translate::{self, AgentStats};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -57,9 +57,29 @@ fn session(settings: &Settings) -> Session {
     Session::new(location, opts, release)
 }
 
-pub fn pushgateway(settings: &Settings) -> Result<Pushgateway, PushError> {
+/// Every listed Pushgateway (`delete`, `check` and the Slurm backstops act on all).
+pub fn pushgateways(settings: &Settings) -> Result<Vec<Pushgateway>, PushError> {
+    settings
+        .pushgateway
+        .iter()
+        .map(|url| pushgateway(settings, url))
+        .collect()
+}
+
+/// The Pushgateways a job pushes to: in shard mode the one its job id hashes to, in `all`
+/// mode every one.
+pub fn job_pushgateways(settings: &Settings, job_id: &str) -> Result<Vec<Pushgateway>, PushError> {
+    let mut all = pushgateways(settings)?;
+    if settings.pushgateway_mode == PushgatewayMode::Shard && all.len() > 1 {
+        let i = pushgateway::shard(job_id, all.len());
+        return Ok(vec![all.swap_remove(i)]);
+    }
+    Ok(all)
+}
+
+fn pushgateway(settings: &Settings, url: &str) -> Result<Pushgateway, PushError> {
     Pushgateway::new(pushgateway::Options {
-        url: settings.pushgateway.clone(),
+        url: url.to_string(),
         timeout: settings.push_timeout,
         username: settings.pushgateway_username.clone(),
         password: settings.pushgateway_password.clone(),
@@ -91,10 +111,22 @@ pub struct Outcome {
     pub pushed: bool,
 }
 
+/// A Pushgateway this job pushes to, with its state for logging.
+struct Target {
+    pgw: Pushgateway,
+    state: EndState,
+}
+
 pub struct Agent {
     settings: Settings,
     key: GroupingKey,
-    pgw: Pushgateway,
+    targets: Vec<Target>,
+    /// The groups pushed by the latest cycle (more than one with `layout = "locale"`), so
+    /// that a group whose locale vanished is deleted, and all are deleted at the end.
+    groups: Vec<GroupingKey>,
+    /// This cycle's families, kept from translation to push.
+    families: Vec<prometheus::proto::MetricFamily>,
+    admitted: translate::Admitted,
     ctx: translate::Context,
     stats: AgentStats,
     /// Taken while a poll runs on the blocking pool; rebuilt if that task is lost.
@@ -105,15 +137,25 @@ pub struct Agent {
     listen: Option<(Listen, translate::Context)>,
     scrape_body: String,
     server: EndState,
-    push: EndState,
     reported_unknown: HashSet<String>,
 }
 
 impl Agent {
     pub fn new(settings: Settings, job_id: &str) -> Result<Agent, PushError> {
-        let pgw = pushgateway(&settings)?;
+        let targets = job_pushgateways(&settings, job_id)?
+            .into_iter()
+            .map(|pgw| Target {
+                pgw,
+                state: EndState::Unknown,
+            })
+            .collect();
+        let key = grouping_key(&settings, job_id);
         Ok(Agent {
-            key: grouping_key(&settings, job_id),
+            groups: vec![key.clone()],
+            key,
+            targets,
+            families: Vec::new(),
+            admitted: translate::Admitted::default(),
             ctx: translate::Context {
                 server_name: settings.server_name.clone(),
                 job_user: settings.job_user.clone(),
@@ -126,13 +168,11 @@ impl Agent {
                 ..AgentStats::default()
             },
             session: Some(session(&settings)),
-            pgw,
             settings,
             body: String::new(),
             listen: None,
             scrape_body: String::new(),
             server: EndState::Unknown,
-            push: EndState::Unknown,
             reported_unknown: HashSet::new(),
         })
     }
@@ -212,20 +252,23 @@ impl Agent {
         }
     }
 
-    fn note_push(&mut self, result: &Result<(), PushError>) {
+    fn note_push(&mut self, target: usize, result: &Result<(), PushError>) {
+        let Some(t) = self.targets.get_mut(target) else {
+            return;
+        };
         match result {
             Ok(()) => {
-                if self.push != EndState::Up {
-                    tracing::info!(pushgateway = %self.pgw.url(), group = %self.key.path(), "pushing to the Pushgateway");
-                    self.push = EndState::Up;
+                if t.state != EndState::Up {
+                    tracing::info!(pushgateway = %t.pgw.url(), group = %self.key.path(), "pushing to the Pushgateway");
+                    t.state = EndState::Up;
                 }
             }
             Err(e) => {
                 self.stats.push_errors_total += 1;
                 let state = EndState::Down(e.kind());
-                if self.push != state {
+                if t.state != state {
                     tracing::warn!(error = %e, "cannot push to the Pushgateway; trying again every cycle");
-                    self.push = state;
+                    t.state = state;
                 }
             }
         }
@@ -242,6 +285,16 @@ impl Agent {
             Ok(p) => (Some(p.records.records.as_slice()), p.server_info.as_deref()),
             Err(_) => (None, None),
         };
+        // The cardinality budget (off by default): admit this cycle's new values, fold the rest.
+        let budget = self.settings.budget;
+        let budgeted = records.map(|r| {
+            translate::admit(&mut self.admitted, &budget, r);
+            translate::apply_budget(r, &self.admitted, &budget)
+        });
+        if let Some((_, folded)) = &budgeted {
+            self.stats.series_dropped_total += folded;
+        }
+        let records = budgeted.as_ref().map(|(r, _)| r.as_ref());
         let t = translate::translate(
             &translate::Snapshot {
                 records,
@@ -256,7 +309,8 @@ impl Agent {
                 tracing::warn!(what = %kind, "no metric maps this record; skipping it (counted in arkouda_agent_skipped_records_total)");
             }
         }
-        if let Err(e) = translate::encode_text(&t.families, &mut self.body) {
+        self.families = t.families;
+        if let Err(e) = translate::encode_text(&self.families, &mut self.body) {
             // Only a bug in the fixed metric table can get here.
             tracing::error!(error = %e, "cannot encode metrics");
         }
@@ -286,10 +340,42 @@ impl Agent {
             };
         }
         let deadline = deadline.max(Instant::now() + self.settings.push_timeout);
-        let body = Bytes::from(self.body.clone().into_bytes());
-        let bytes = body.len();
-        let result = self.pgw.push(&self.key, body, deadline).await;
-        self.note_push(&result);
+        let payloads = self.payloads();
+        let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+        // Groups of the previous cycle that are gone (a locale that vanished) are deleted.
+        let gone: Vec<GroupingKey> = self
+            .groups
+            .iter()
+            .filter(|k| !payloads.iter().any(|(p, _)| p == *k))
+            .cloned()
+            .collect();
+        let results = futures_util::future::join_all(self.targets.iter().map(|t| {
+            let (payloads, gone) = (&payloads, &gone);
+            async move {
+                for (key, body) in payloads {
+                    t.pgw.push(key, body.clone(), deadline).await?;
+                }
+                for key in gone {
+                    t.pgw.delete(key, deadline).await?;
+                }
+                Ok(())
+            }
+        }))
+        .await;
+        let pushed = results.iter().all(Result::is_ok);
+        for (i, r) in results.iter().enumerate() {
+            self.note_push(i, r);
+        }
+        if pushed {
+            self.groups = payloads.into_iter().map(|(k, _)| k).collect();
+        } else {
+            // Keep every group that may exist, so the final delete removes it.
+            for (k, _) in payloads {
+                if !self.groups.contains(&k) {
+                    self.groups.push(k);
+                }
+            }
+        }
         // One line per cycle, at debug level only: what benches/compare.sh reads.
         tracing::debug!(
             poll_ms = self.stats.poll_duration_seconds * 1e3,
@@ -300,9 +386,33 @@ impl Agent {
             bytes,
             "cycle done"
         );
-        Outcome {
-            polled,
-            pushed: result.is_ok(),
+        Outcome { polled, pushed }
+    }
+
+    /// This cycle's request bodies, one per group: the whole text in the job's group, or
+    /// with `layout = "locale"` the server-wide series there and each locale's in its own.
+    fn payloads(&mut self) -> Vec<(GroupingKey, Payload)> {
+        let threshold = self.settings.gzip_threshold;
+        let payload = |text: &str| Payload::new(Bytes::from(text.to_string()), threshold);
+        match self.settings.layout {
+            Layout::Job => vec![(self.key.clone(), payload(&self.body))],
+            Layout::Locale => {
+                let (server, locales) = translate::split_by_locale(&self.families);
+                let mut text = String::new();
+                let mut out = Vec::with_capacity(locales.len() + 1);
+                if translate::encode_text(&server, &mut text).is_ok() {
+                    out.push((self.key.clone(), payload(&text)));
+                }
+                for (locale, families) in locales {
+                    if translate::encode_text(&families, &mut text).is_ok() {
+                        let mut labels = self.key.pairs()[1..].to_vec();
+                        labels.push(("locale".to_string(), locale));
+                        let key = GroupingKey::new(&self.settings.job, labels);
+                        out.push((key, payload(&text)));
+                    }
+                }
+                out
+            }
         }
     }
 
@@ -312,9 +422,18 @@ impl Agent {
         (ok, &self.body)
     }
 
-    /// Deletes this job's group, retrying until `timeout` has passed.
-    pub async fn delete_group(&self, timeout: Duration) -> Result<(), PushError> {
-        self.pgw.delete(&self.key, Instant::now() + timeout).await
+    /// Deletes every group this job pushed, on every Pushgateway it pushed to, retrying
+    /// until `timeout` has passed; one that is down does not hold up the others.
+    pub async fn delete_groups(&self, timeout: Duration) -> Result<(), PushError> {
+        let deadline = Instant::now() + timeout;
+        let results = futures_util::future::join_all(self.targets.iter().map(|t| async move {
+            for key in &self.groups {
+                t.pgw.delete(key, deadline).await?;
+            }
+            Ok::<(), PushError>(())
+        }))
+        .await;
+        results.into_iter().collect()
     }
 }
 
@@ -338,8 +457,12 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
         interval = %humantime::format_duration(interval),
         "agent started"
     );
-    let mut ticker = tokio::time::interval(interval);
+    // The first cycle at once (data within moments of the start), the following ones at a
+    // random phase, so that jobs started together do not push in lock-step.
+    let phase = interval.mul_f64(fastrand::f64());
+    let mut ticker = tokio::time::interval_at(Instant::now(), interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut phased = false;
     // With --watch-pid the agent ends with the process it serves (arkouda_server).
     let watched = async {
         match watch_pid {
@@ -363,6 +486,11 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
             _ = &mut watched => break,
             _ = agent.cycle(deadline) => {}
         }
+        if !phased {
+            phased = true;
+            ticker = tokio::time::interval_at(Instant::now() + phase, interval);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        }
     }
     if no_push {
         tracing::info!("stopping (nothing was pushed, so nothing to delete)");
@@ -370,7 +498,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     }
     tracing::info!(group = %agent.key().path(), "stopping: deleting the job's group");
     agent
-        .delete_group(shutdown_timeout)
+        .delete_groups(shutdown_timeout)
         .await
         .with_context(|| format!("could not delete group {} within {shutdown_timeout:?}; `arkouda-push-agent delete --job-id {job_id}` removes it", agent.key().path()))?;
     tracing::info!("group deleted; exiting");
@@ -400,8 +528,33 @@ pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
 /// Pushgateway holds. Returns how many it deleted.
 pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
     let job_id = settings.require_job_id()?;
-    let pgw = pushgateway(settings)?;
     let deadline = Instant::now() + settings.shutdown_timeout;
+    let mut deleted = 0;
+    let mut failed: Vec<String> = Vec::new();
+    // Every listed Pushgateway, whatever the mode (the job's shard may have moved with a
+    // changed list); one that is down does not stop the others.
+    for pgw in pushgateways(settings)? {
+        match delete_job_on(settings, job_id, &pgw, deadline).await {
+            Ok(0) => println!("no group of job {job_id} in {}", pgw.url()),
+            Ok(n) => deleted += n,
+            Err(e) => {
+                eprintln!("arkouda-push-agent: {e}");
+                failed.push(pgw.url().to_string());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("could not clean job {job_id} on {}", failed.join(", "));
+    }
+    Ok(deleted)
+}
+
+async fn delete_job_on(
+    settings: &Settings,
+    job_id: &str,
+    pgw: &Pushgateway,
+    deadline: Instant,
+) -> Result<usize, PushError> {
     let groups = pgw.groups(deadline).await?;
     let mut deleted = 0;
     for g in groups {
@@ -424,11 +577,8 @@ pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
         }
         let key = GroupingKey::new(&settings.job, g.labels.clone());
         pgw.delete(&key, deadline).await?;
-        println!("deleted {}", key.path());
+        println!("deleted {}{}", pgw.url(), key.path());
         deleted += 1;
-    }
-    if deleted == 0 {
-        println!("no group of job {job_id} in {}", pgw.url());
     }
     Ok(deleted)
 }
@@ -470,17 +620,20 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             false
         }
     };
-    let pushgateway_ok = match pushgateway(&settings) {
-        Ok(pgw) => match pgw.ready(Instant::now() + settings.push_timeout).await {
-            Ok(()) => {
-                println!("pushgateway: OK {}", pgw.url());
-                true
+    let pushgateway_ok = match pushgateways(&settings) {
+        Ok(all) => {
+            let mut ok = true;
+            for pgw in all {
+                match pgw.ready(Instant::now() + settings.push_timeout).await {
+                    Ok(()) => println!("pushgateway: OK {}", pgw.url()),
+                    Err(e) => {
+                        println!("pushgateway: FAILED: {e}");
+                        ok = false;
+                    }
+                }
             }
-            Err(e) => {
-                println!("pushgateway: FAILED: {e}");
-                false
-            }
-        },
+            ok
+        }
         Err(e) => {
             println!("pushgateway: FAILED: {e}");
             false

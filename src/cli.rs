@@ -40,6 +40,16 @@ pub enum Command {
     Delete(Common),
     /// Print the resolved configuration with the source of each value, then try both ends.
     Check(Common),
+    /// Delete the Pushgateway groups this agent made whose Slurm job no longer runs (one
+    /// squeue call); when Slurm cannot be asked (or --no-scheduler), those whose lease
+    /// expired more than --grace ago. Other exporters' groups are never touched.
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        /// Print what would be deleted and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Slurm hooks, run as root by slurm/prolog.sh, epilog.sh and epilog-slurmctld.sh:
     /// decide from the job's SLURM_* variables and the [slurm] settings, then act.
     #[command(subcommand)]
@@ -79,6 +89,7 @@ impl Command {
             Command::Run(c) | Command::Delete(c) | Command::Check(c) => c,
             Command::Slurm(hook) => hook.common(),
             Command::Once { common, .. } => common,
+            Command::Sweep { common, .. } => common,
         }
     }
 }
@@ -116,9 +127,27 @@ pub struct Common {
     /// Largest reply accepted from the metrics server [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_reply_bytes: Option<String>,
-    /// Pushgateway base URL [default: http://127.0.0.1:9091].
-    #[arg(long, value_name = "URL")]
+    /// Pushgateway base URL, or several, comma-separated [default: http://127.0.0.1:9091].
+    #[arg(long, value_name = "URL[,URL]")]
     pub pushgateway: Option<String>,
+    /// With several Pushgateways: shard (one per job, by hash) or all (HA) [default: shard].
+    #[arg(long, value_name = "MODE")]
+    pub pushgateway_mode: Option<String>,
+    /// job: one group per job; locale: a group per locale too [default: job].
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<String>,
+    /// Gzip request bodies of at least this many bytes, 0: never [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub gzip_threshold: Option<String>,
+    /// Keep at most N distinct command names, the rest summed into "other" [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    pub max_commands: Option<String>,
+    /// Keep at most N distinct user names [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    pub max_users: Option<String>,
+    /// Keep at most N distinct error classes [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    pub max_error_types: Option<String>,
     /// Basic-auth user for the Pushgateway.
     #[arg(long, value_name = "NAME")]
     pub pushgateway_username: Option<String>,
@@ -191,6 +220,21 @@ pub struct Common {
     /// Directory of the one-agent-per-group lock files [default: /run/lock].
     #[arg(long, value_name = "DIR")]
     pub lock_dir: Option<String>,
+    /// Lease of the group: each push carries push time + lease [default: 4 x interval].
+    #[arg(long, value_name = "DURATION")]
+    pub lease: Option<String>,
+    /// sweep: with leases deciding, delete groups whose lease expired this long ago [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
+    /// sweep: do not ask Slurm; leases decide.
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// sweep: the squeue binary [default: /usr/bin/squeue].
+    #[arg(long, value_name = "PATH")]
+    pub squeue: Option<String>,
+    /// sweep: bound on the squeue call [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub squeue_timeout: Option<String>,
 }
 
 impl Common {
@@ -211,6 +255,12 @@ impl Common {
         f.set("arkouda_token_file", c.arkouda_token_file);
         f.set("max_reply_bytes", c.max_reply_bytes);
         f.set("pushgateway", c.pushgateway);
+        f.set("pushgateway_mode", c.pushgateway_mode);
+        f.set("layout", c.layout);
+        f.set("gzip_threshold", c.gzip_threshold);
+        f.set("max_commands", c.max_commands);
+        f.set("max_users", c.max_users);
+        f.set("max_error_types", c.max_error_types);
         f.set("pushgateway_username", c.pushgateway_username);
         f.set("pushgateway_password_file", c.pushgateway_password_file);
         f.set(
@@ -242,6 +292,11 @@ impl Common {
         f.set("pid_file", c.pid_file);
         f.set("watch_pid", c.watch_pid);
         f.set("lock_dir", c.lock_dir);
+        f.set("lease", c.lease);
+        f.set("grace", c.grace);
+        f.set("no_scheduler", c.no_scheduler.then(|| "true".to_string()));
+        f.set("squeue", c.squeue);
+        f.set("squeue_timeout", c.squeue_timeout);
         f
     }
 }

@@ -121,8 +121,20 @@ pub static KEYS: &[KeyDef] = &[
     secret("arkouda_token", "Arkouda token (environment only)."),
     key("max_reply_bytes", Kind::Bytes, Some("67108864"), &[],
         "Largest reply accepted from the metrics server; a larger one is dropped and counted."),
-    key("pushgateway", Kind::Str, Some("http://127.0.0.1:9091"), &["PUSHGATEWAY_URL"],
-        "Pushgateway base URL."),
+    key("pushgateway", Kind::List, Some("http://127.0.0.1:9091"), &["PUSHGATEWAY_URL"],
+        "Pushgateway base URL, or a list of them (comma-separated in a flag or the environment)."),
+    key("pushgateway_mode", Kind::Str, Some("shard"), &[],
+        "With several Pushgateways: shard (each job to one, by a stable hash of its job id) or all (every job to each: HA)."),
+    key("layout", Kind::Str, Some("job"), &[],
+        "job: one group per job (fast); locale: each locale's series in a group of its own (every PUT then costs time in proportion to all groups held)."),
+    key("gzip_threshold", Kind::Bytes, Some("65536"), &[],
+        "Gzip request bodies of at least this many bytes (0: never)."),
+    key("max_commands", Kind::Int, Some("0"), &[],
+        "Cardinality budget: the first N distinct command names keep their own series, later ones are summed into command=\"other\" (0: no limit)."),
+    key("max_users", Kind::Int, Some("0"), &[],
+        "Cardinality budget for user names, as max_commands (0: no limit)."),
+    key("max_error_types", Kind::Int, Some("0"), &[],
+        "Cardinality budget for error classes, as max_commands (0: no limit)."),
     key("pushgateway_username", Kind::Str, None, &[], "Basic-auth user for the Pushgateway."),
     key("pushgateway_password_file", Kind::Path, None, &[], "File holding the basic-auth password."),
     secret("pushgateway_password", "Basic-auth password (environment only)."),
@@ -159,6 +171,17 @@ pub static KEYS: &[KeyDef] = &[
         "run: stop (deleting the group) when this process, e.g. arkouda_server, is gone."),
     key("lock_dir", Kind::Path, None, &[],
         "Directory of the one-agent-per-group lock files [default: /run/lock, else the temp directory]."),
+    // Group leases and `sweep`: what catches a group whose agent and Epilog both failed.
+    key("lease", Kind::Duration, None, &[],
+        "Lease of the group: every push carries arkouda_agent_lease_expiry_timestamp_seconds = push time + lease [default: 4 x interval]."),
+    key("grace", Kind::Duration, Some("10m"), &[],
+        "sweep: when leases decide (Slurm cannot be asked, or no_scheduler), delete a group whose lease expired more than this long ago."),
+    key("no_scheduler", Kind::Bool, Some("false"), &[],
+        "sweep: do not ask Slurm; decide by the groups' leases alone (for hosts without Slurm)."),
+    key("squeue", Kind::Path, Some("/usr/bin/squeue"), &[],
+        "sweep: the squeue binary, asked once per sweep for every job (SLURM_CONF is honoured)."),
+    key("squeue_timeout", Kind::Duration, Some("10s"), &[],
+        "sweep: bound on the squeue call; past it the scheduler check is skipped and leases decide."),
     // [slurm]: how the Slurm hooks (`arkouda-push-agent slurm prolog|epilog`) decide.
     key("slurm.select", Kind::Str, Some("comment"), &[],
         "Which jobs get an agent: comment (the job's comment carries comment_marker), all, or partition."),
@@ -494,7 +517,12 @@ pub struct Settings {
     pub arkouda_user: String,
     pub arkouda_token: Option<Secret>,
     pub max_reply_bytes: u64,
-    pub pushgateway: String,
+    /// One or more Pushgateway base URLs.
+    pub pushgateway: Vec<String>,
+    pub pushgateway_mode: PushgatewayMode,
+    pub layout: Layout,
+    pub gzip_threshold: u64,
+    pub budget: crate::translate::Budget,
     pub pushgateway_username: Option<String>,
     pub pushgateway_password: Option<Secret>,
     pub pushgateway_bearer_token: Option<Secret>,
@@ -519,9 +547,36 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub watch_pid: Option<i32>,
     pub lock_dir: Option<PathBuf>,
+    /// Every push carries push time + lease (`lease`, default 4 × interval).
+    pub lease: Duration,
+    /// sweep: how long after its lease expired a group may be deleted when leases decide.
+    pub grace: Duration,
+    /// sweep: never ask Slurm.
+    pub no_scheduler: bool,
+    /// sweep: the squeue binary and the bound on its run time.
+    pub squeue: PathBuf,
+    pub squeue_timeout: Duration,
     pub slurm: SlurmSettings,
     /// Problems that are not errors (a secret file others can read), to log at start.
     pub warnings: Vec<String>,
+}
+
+/// How a job's groups are spread over several Pushgateways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushgatewayMode {
+    /// Each job to one Pushgateway, chosen by a stable hash of its job id.
+    Shard,
+    /// Each job to every Pushgateway (high availability).
+    All,
+}
+
+/// How a job's series are grouped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One group per job (the default).
+    Job,
+    /// Server-wide series in the job's group, each locale's series in a group of its own.
+    Locale,
 }
 
 /// Which jobs the Slurm prolog starts an agent for.
@@ -828,6 +883,30 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// `lease`, or 4 × interval when unset: long enough that one or two slow or failed
+    /// pushes do not make a live agent's group look abandoned.
+    fn lease(&self, interval: Duration) -> Result<Duration, ConfigError> {
+        if self.raw("lease").is_none() {
+            return Ok(interval.saturating_mul(4));
+        }
+        let lease = self.duration(
+            "lease",
+            Duration::from_millis(100),
+            Duration::from_secs(365 * 24 * 3600),
+        )?;
+        if lease < interval {
+            // A warning, not an error: a job may set a longer interval than the site's lease.
+            self.warnings.borrow_mut().push(format!(
+                "lease ({}) is shorter than interval ({}): the group looks abandoned between pushes",
+                humantime::format_duration(lease),
+                humantime::format_duration(interval)
+            ));
+        }
+        Ok(lease)
+    }
+}
+
 fn world_readable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
@@ -939,8 +1018,38 @@ impl Settings {
             ),
         };
 
-        let pushgateway = check_pushgateway_url(&r.required("pushgateway")?)
-            .map_err(|e| r.invalid("pushgateway", e))?;
+        let pushgateway = r
+            .list("pushgateway")?
+            .iter()
+            .map(|u| check_pushgateway_url(u).map_err(|e| r.invalid("pushgateway", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if pushgateway.is_empty() {
+            return Err(r.invalid("pushgateway", "must name at least one Pushgateway"));
+        }
+        let pushgateway_mode = match r.required("pushgateway_mode")?.trim() {
+            "shard" => PushgatewayMode::Shard,
+            "all" => PushgatewayMode::All,
+            _ => return Err(r.invalid("pushgateway_mode", "expected shard or all")),
+        };
+        let layout = match r.required("layout")?.trim() {
+            "job" => Layout::Job,
+            "locale" => Layout::Locale,
+            _ => return Err(r.invalid("layout", "expected job or locale")),
+        };
+        let cap = |key: &str| -> Result<usize, ConfigError> {
+            Ok(r.integer(key, 0, 1_000_000)?
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0))
+        };
+        let budget = crate::translate::Budget {
+            max_commands: cap("max_commands")?,
+            max_users: cap("max_users")?,
+            max_error_types: cap("max_error_types")?,
+        };
+        let gzip_threshold = r
+            .integer("gzip_threshold", 0, i128::from(i64::MAX))?
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(65536);
 
         let job = r.required("job")?;
         let job_id = r.nonempty("job_id")?;
@@ -984,6 +1093,10 @@ impl Settings {
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(64 << 20),
             pushgateway,
+            pushgateway_mode,
+            layout,
+            gzip_threshold,
+            budget,
             pushgateway_username: username,
             pushgateway_password: password,
             pushgateway_bearer_token: bearer,
@@ -1018,6 +1131,17 @@ impl Settings {
                 .integer("watch_pid", 1, i128::from(i32::MAX))?
                 .and_then(|p| i32::try_from(p).ok()),
             lock_dir: r.path("lock_dir")?,
+            lease: r.lease(interval)?,
+            grace: r.duration("grace", Duration::ZERO, Duration::from_secs(365 * 24 * 3600))?,
+            no_scheduler: r.bool("no_scheduler")?,
+            squeue: r
+                .path("squeue")?
+                .ok_or_else(|| r.invalid("squeue", "must be set"))?,
+            squeue_timeout: r.duration(
+                "squeue_timeout",
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
             slurm: r.slurm()?,
             warnings: r.warnings.take(),
         })
@@ -1168,7 +1292,7 @@ mod tests {
         assert_eq!(s.server_name, "srv");
         assert_eq!(s.job_id.as_deref(), Some("4242"));
         assert_eq!(s.cluster.as_deref(), Some("perlmutter"));
-        assert_eq!(s.pushgateway, "http://pgw:9091");
+        assert_eq!(s.pushgateway, vec!["http://pgw:9091".to_string()]);
         // The canonical name beats the alias.
         let mut e2 = e.clone();
         e2.insert("ARKOUDA_PUSH_AGENT_JOB_ID".into(), "7".into());

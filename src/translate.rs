@@ -59,6 +59,9 @@ defs! {
     AGENT_PUSH_ERRORS = "arkouda_agent_push_errors_total", Counter, "Failed pushes since the agent started.";
     AGENT_SKIPPED = "arkouda_agent_skipped_records_total", Counter, "Records the agent skipped since it started (unknown category or scope, missing field, or nothing to map them to).";
     AGENT_UNKNOWN_FIELDS = "arkouda_agent_unknown_fields_total", Counter, "Unknown fields seen on metric records since the agent started (ignored).";
+    AGENT_LEASE = "arkouda_agent_lease_expiry_timestamp_seconds", Gauge, "Unix time until which the agent holds this group: push time + lease. Past it the agent is presumed dead; `arkouda-push-agent sweep` may delete the group.";
+    AGENT_SERIES = "arkouda_agent_series", Gauge, "Series in this push of the job (this one included).";
+    AGENT_SERIES_DROPPED = "arkouda_agent_series_dropped_total", Counter, "Series folded into \"other\" or dropped by the cardinality budget since the agent started.";
     // The old Python exporter's names, for --legacy-names (all gauges, as it exposed them).
     L_CONNECTIONS = "arkouda_number_of_connections", Gauge, "Number of Arkouda connections";
     L_TOTAL_REQUESTS = "arkouda_total_number_of_requests", Gauge, "Total number of Arkouda requests";
@@ -109,6 +112,10 @@ pub struct AgentStats {
     pub push_errors_total: u64,
     pub skipped_records_total: u64,
     pub unknown_fields_total: u64,
+    pub series_dropped_total: u64,
+    /// Unix seconds until which the group is leased (push time + `lease`), computed by
+    /// the agent each cycle so that this module stays free of clocks; None: not emitted.
+    pub lease_expiry_timestamp_seconds: Option<f64>,
 }
 
 /// Fixed facts that label the output.
@@ -243,6 +250,140 @@ fn dedup_keep_last(metrics: &mut Vec<Metric>) {
     });
 }
 
+/// The cardinality budget: how many distinct values of a label keep series of their own
+/// (0: no limit). Off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    pub max_commands: usize,
+    pub max_users: usize,
+    pub max_error_types: usize,
+}
+
+impl Budget {
+    pub fn is_off(&self) -> bool {
+        self.max_commands == 0 && self.max_users == 0 && self.max_error_types == 0
+    }
+}
+
+/// The values admitted so far, in the order first seen. Kept by the caller across cycles,
+/// so a value, once admitted, keeps its own series for the job's whole life and the sum in
+/// `other` only ever grows: no counter goes backwards.
+#[derive(Clone, Debug, Default)]
+pub struct Admitted {
+    commands: Vec<String>,
+    users: Vec<String>,
+    error_types: Vec<String>,
+}
+
+/// The label value a budgeted record gets.
+pub const OTHER: &str = "other";
+
+fn admit_one(list: &mut Vec<String>, cap: usize, value: &str) {
+    if cap > 0 && list.len() < cap && value != TOTAL && !list.iter().any(|v| v == value) {
+        list.push(value.to_string());
+    }
+}
+
+fn admitted(list: &[String], cap: usize, value: &str) -> bool {
+    cap == 0 || value == TOTAL || list.iter().any(|v| v == value)
+}
+
+/// Admits this cycle's new values, first come first served, up to each cap.
+pub fn admit(state: &mut Admitted, budget: &Budget, records: &[Record]) {
+    if budget.is_off() {
+        return;
+    }
+    for r in records {
+        match (&r.category, &r.scope) {
+            (Category::NumErrors, _) => {
+                admit_one(&mut state.error_types, budget.max_error_types, &r.name)
+            }
+            (_, Scope::User(u)) => {
+                admit_one(&mut state.users, budget.max_users, u);
+                admit_one(&mut state.commands, budget.max_commands, &r.name);
+            }
+            (_, Scope::Global) => admit_one(&mut state.commands, budget.max_commands, &r.name),
+            _ => {}
+        }
+    }
+}
+
+/// Applies the budget: a record whose command, user or error class is not admitted gets
+/// `other` in its place; counters of the same `other` series are summed, gauges (last and
+/// mean response times) of non-admitted commands are dropped. Returns the records to
+/// translate and how many were folded or dropped. Borrows when the budget is off.
+pub fn apply_budget<'r>(
+    records: &'r [Record],
+    state: &Admitted,
+    budget: &Budget,
+) -> (std::borrow::Cow<'r, [Record]>, u64) {
+    if budget.is_off() {
+        return (std::borrow::Cow::Borrowed(records), 0);
+    }
+    let mut out: Vec<Record> = Vec::with_capacity(records.len());
+    // Index in `out` of each `other` series, by (category, name, user).
+    let mut others: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::new();
+    let mut folded = 0u64;
+    for r in records {
+        let (name_ok, user) = match (&r.category, &r.scope) {
+            (Category::NumErrors, _) => (
+                admitted(&state.error_types, budget.max_error_types, &r.name),
+                None,
+            ),
+            (_, Scope::User(u)) => (
+                admitted(&state.commands, budget.max_commands, &r.name),
+                Some((u.as_str(), admitted(&state.users, budget.max_users, u))),
+            ),
+            (_, Scope::Global) => (
+                admitted(&state.commands, budget.max_commands, &r.name),
+                None,
+            ),
+            _ => (true, None),
+        };
+        let user_ok = user.is_none_or(|(_, ok)| ok);
+        if name_ok && user_ok {
+            out.push(r.clone());
+            continue;
+        }
+        folded += 1;
+        let summable = matches!(
+            r.category,
+            Category::NumRequests
+                | Category::TotalResponseTime
+                | Category::TotalMemoryUsed
+                | Category::NumErrors
+        );
+        if !summable {
+            continue;
+        }
+        let name = if name_ok {
+            r.name.clone()
+        } else {
+            OTHER.to_string()
+        };
+        let user = user.map(|(u, ok)| if ok { u.to_string() } else { OTHER.to_string() });
+        let key = (
+            format!("{:?}", r.category),
+            name.clone(),
+            user.clone().unwrap_or_default(),
+        );
+        match others.get(&key) {
+            Some(&i) => out[i].value += r.value,
+            None => {
+                others.insert(key, out.len());
+                out.push(Record {
+                    name,
+                    category: r.category.clone(),
+                    scope: user.map_or(Scope::Global, Scope::User),
+                    value: r.value,
+                });
+            }
+        }
+    }
+    (std::borrow::Cow::Owned(out), folded)
+}
+
 /// The families of one cycle, and the records nothing maps to (a known category with an
 /// unknown name or scope): counted by the caller, which also logs each kind once.
 pub struct Translation {
@@ -270,6 +411,9 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
     b.add(AGENT_POLL_ERRORS, &[], a.poll_errors_total as f64);
     b.add(AGENT_PUSH_ERRORS, &[], a.push_errors_total as f64);
     b.add(AGENT_UNKNOWN_FIELDS, &[], a.unknown_fields_total as f64);
+    if let Some(expiry) = a.lease_expiry_timestamp_seconds {
+        b.add(AGENT_LEASE, &[], expiry);
+    }
     if ctx.job_user.is_some() || ctx.partition.is_some() {
         b.add(
             JOB_INFO,
@@ -310,6 +454,9 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
         &[],
         (a.skipped_records_total + unmapped) as f64,
     );
+    b.add(AGENT_SERIES_DROPPED, &[], a.series_dropped_total as f64);
+    let series: usize = b.families.iter().map(|(_, m)| m.len()).sum();
+    b.add(AGENT_SERIES, &[], (series + 1) as f64);
     Translation {
         families: b.finish(),
         unmapped,
@@ -474,6 +621,46 @@ fn legacy_record(b: &mut Builder<'_>, r: &Record, server: &str) -> bool {
     true
 }
 
+/// For `layout = "locale"`: the series without a `locale` label (server-wide) and, per
+/// locale, that locale's series, each as families of their own.
+pub fn split_by_locale(
+    families: &[MetricFamily],
+) -> (
+    Vec<MetricFamily>,
+    std::collections::BTreeMap<String, Vec<MetricFamily>>,
+) {
+    let mut server = Vec::new();
+    let mut locales: std::collections::BTreeMap<String, Vec<MetricFamily>> = Default::default();
+    let like = |f: &MetricFamily, metrics: Vec<Metric>| {
+        let mut g = MetricFamily::default();
+        g.set_name(f.name().to_string());
+        g.set_help(f.help().to_string());
+        g.set_field_type(f.get_field_type());
+        g.set_metric(metrics);
+        g
+    };
+    for f in families {
+        let mut global = Vec::new();
+        let mut per: std::collections::BTreeMap<&str, Vec<Metric>> = Default::default();
+        for m in f.get_metric() {
+            match m.get_label().iter().find(|l| l.name() == "locale") {
+                Some(l) => per.entry(l.value()).or_default().push(m.clone()),
+                None => global.push(m.clone()),
+            }
+        }
+        if !global.is_empty() {
+            server.push(like(f, global));
+        }
+        for (loc, metrics) in per {
+            locales
+                .entry(loc.to_string())
+                .or_default()
+                .push(like(f, metrics));
+        }
+    }
+    (server, locales)
+}
+
 /// Encodes families as Prometheus text exposition into `buf` (cleared first).
 pub fn encode_text(families: &[MetricFamily], buf: &mut String) -> Result<(), prometheus::Error> {
     buf.clear();
@@ -511,6 +698,8 @@ mod tests {
             push_errors_total: 1,
             skipped_records_total: 0,
             unknown_fields_total: 3,
+            series_dropped_total: 0,
+            ..AgentStats::default()
         }
     }
 
@@ -833,6 +1022,39 @@ arkouda_up 1
                 .all(|l| l.contains(r#"{job="arkouda",slurm_job_id="7""#)),
             "{got:?}"
         );
+    }
+
+    /// The lease is pushed as given (the agent computes it per cycle), in both naming modes,
+    /// and not at all when unset.
+    #[test]
+    fn lease_expiry_is_pushed_when_set() {
+        for legacy_names in [false, true] {
+            let ctx = Context {
+                legacy_names,
+                ..Context::default()
+            };
+            let stats = AgentStats {
+                lease_expiry_timestamp_seconds: Some(1700000020.5),
+                ..agent()
+            };
+            for records in [Some(&[][..]), None] {
+                let snap = Snapshot {
+                    records,
+                    server_info: None,
+                    agent: &stats,
+                };
+                assert_eq!(
+                    samples(&families(&snap, &ctx), "arkouda_agent_lease"),
+                    vec!["arkouda_agent_lease_expiry_timestamp_seconds 1700000020.5"]
+                );
+            }
+        }
+        let snap = Snapshot {
+            records: None,
+            server_info: None,
+            agent: &agent(),
+        };
+        assert!(samples(&families(&snap, &Context::default()), "arkouda_agent_lease").is_empty());
     }
 
     #[test]
