@@ -10,6 +10,7 @@ declare -A provides=(
   [/usr/bin/prometheus-pushgateway]=prometheus-pushgateway
   [/usr/bin/prometheus]=prometheus
   [/usr/bin/promtool]=prometheus
+  [/usr/bin/victoria-metrics]=victoria-metrics
   [/usr/bin/openssl]=openssl
   [/usr/bin/htpasswd]=apache2-utils
   [/usr/sbin/slurmctld]=slurm-wlm
@@ -18,6 +19,8 @@ declare -A provides=(
   [/usr/sbin/munged]=munge
   [/usr/sbin/mungekey]=munge
   [/usr/bin/systemd-analyze]=systemd
+  [/usr/bin/man]=man-db
+  [/usr/bin/dpkg-deb]=dpkg
 )
 need=()
 for bin in "${!provides[@]}"; do
@@ -33,6 +36,12 @@ fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "== installing cargo-nextest"
   cargo install cargo-nextest --locked
+fi
+
+# tests/deb.rs builds and installs the Debian package with cargo-deb.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "== installing cargo-deb"
+  cargo install cargo-deb --locked
 fi
 
 echo "== cargo fmt --check"

@@ -19,6 +19,7 @@ use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session}
 use crate::config::{Layout, PushgatewayMode, Resolved, ServerLocation, Settings};
 use crate::sinks::listen::Listen;
 use crate::sinks::pushgateway::{self, GroupingKey, Payload, PushError, Pushgateway};
+use crate::sinks::remote_write::{self, RemoteWrite, RemoteWriteError};
 use crate::translate::{self, AgentStats};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -90,6 +91,35 @@ fn pushgateway(settings: &Settings, url: &str) -> Result<Pushgateway, PushError>
     })
 }
 
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One set of remote-write options per `remote_write` URL, carrying `key`'s labels.
+pub fn remote_write_options(settings: &Settings, key: &GroupingKey) -> Vec<remote_write::Options> {
+    let rw = &settings.remote_write;
+    rw.urls
+        .iter()
+        .map(|url| remote_write::Options {
+            url: url.clone(),
+            client: crate::sinks::http::ClientOptions {
+                timeout: settings.push_timeout,
+                user_agent: format!("arkouda-push-agent/{VERSION}"),
+                username: rw.username.clone(),
+                password: rw.password.clone(),
+                bearer_token: rw.bearer_token.clone(),
+                ca_file: rw.ca_file.clone(),
+                insecure_skip_verify: rw.insecure_skip_verify,
+            },
+            queue_size: rw.queue_size,
+            grouping: key.pairs().to_vec(),
+        })
+        .collect()
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,6 +168,8 @@ pub struct Agent {
     scrape_body: String,
     server: EndState,
     reported_unknown: HashSet<String>,
+    /// Remote-write receivers (`remote_write`), each with its own queue and sender task.
+    remote_write: Vec<RemoteWrite>,
 }
 
 impl Agent {
@@ -174,7 +206,51 @@ impl Agent {
             scrape_body: String::new(),
             server: EndState::Unknown,
             reported_unknown: HashSet::new(),
+            remote_write: Vec::new(),
         })
+    }
+
+    /// Starts a sender for every `remote_write` URL (on the current runtime). Every
+    /// cycle is then also written to each, with this job's grouping labels.
+    pub fn start_remote_write(&mut self) -> Result<(), RemoteWriteError> {
+        for opts in remote_write_options(&self.settings, &self.key) {
+            let rw = RemoteWrite::new(opts)?;
+            tracing::info!(receiver = %rw.url(), "also writing every cycle by Prometheus remote write");
+            self.remote_write.push(rw);
+        }
+        Ok(())
+    }
+
+    /// Queues the staleness markers that end every series written to each receiver
+    /// (stamped now, after the last sample), and returns a future that waits for them,
+    /// and for what is queued before them, until `timeout` has passed. It borrows nothing,
+    /// so it runs alongside the Pushgateway delete.
+    pub fn end_remote_write(
+        &mut self,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = bool> {
+        let deadline = Instant::now() + timeout;
+        let now_ms = unix_ms();
+        let drains: Vec<(String, remote_write::Drain)> = self
+            .remote_write
+            .iter_mut()
+            .map(|rw| (rw.url().to_string(), rw.end(now_ms)))
+            .collect();
+        async move {
+            let mut all = true;
+            for (url, drain) in drains {
+                match drain.finish(deadline).await {
+                    Ok(()) => {
+                        tracing::info!(receiver = %url, series = drain.markers(), "remote-written series ended (staleness markers sent)")
+                    }
+                    Err(e) => {
+                        all = false;
+                        tracing::warn!(error = %e, "could not end the remote-written series; receivers drop them from queries within five minutes by themselves");
+                    }
+                }
+            }
+            all
+        }
     }
 
     pub fn key(&self) -> &GroupingKey {
@@ -295,6 +371,24 @@ impl Agent {
             self.stats.series_dropped_total += folded;
         }
         let records = budgeted.as_ref().map(|(r, _)| r.as_ref());
+        // The lease is taken from the clock just before the push, so that it reads "push
+        // time + lease"; `sweep` trusts it only when Slurm cannot be asked.
+        self.stats.lease_expiry_timestamp_seconds =
+            Some(unix_now() + self.settings.lease.as_secs_f64());
+        if !self.remote_write.is_empty() {
+            self.stats.remote_write_errors_total = Some(
+                self.remote_write
+                    .iter()
+                    .map(RemoteWrite::errors_total)
+                    .sum(),
+            );
+            self.stats.remote_write_dropped_total = Some(
+                self.remote_write
+                    .iter()
+                    .map(RemoteWrite::dropped_total)
+                    .sum(),
+            );
+        }
         let t = translate::translate(
             &translate::Snapshot {
                 records,
@@ -310,6 +404,12 @@ impl Agent {
             }
         }
         self.families = t.families;
+        // Remote write gets the same families, stamped with this cycle's time; queuing
+        // never waits for a receiver, so a slow one cannot hold up the cycle.
+        let now_ms = unix_ms();
+        for rw in &mut self.remote_write {
+            rw.write(&self.families, now_ms);
+        }
         if let Err(e) = translate::encode_text(&self.families, &mut self.body) {
             // Only a bug in the fixed metric table can get here.
             tracing::error!(error = %e, "cannot encode metrics");
@@ -446,6 +546,7 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
     let listen_addr = settings.listen.clone();
     let no_push = settings.no_push;
     let mut agent = Agent::new(settings, &job_id)?;
+    agent.start_remote_write()?;
     if let Some(addr) = listen_addr {
         let listen = Listen::start(&addr, interval).await?;
         tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz");
@@ -492,14 +593,16 @@ pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> any
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         }
     }
+    // The remote-write staleness markers go out alongside the delete, in the same time.
+    let ended = agent.end_remote_write(shutdown_timeout);
     if no_push {
         tracing::info!("stopping (nothing was pushed, so nothing to delete)");
+        ended.await;
         return Ok(());
     }
     tracing::info!(group = %agent.key().path(), "stopping: deleting the job's group");
-    agent
-        .delete_groups(shutdown_timeout)
-        .await
+    let (_, deleted) = tokio::join!(ended, agent.delete_groups(shutdown_timeout));
+    deleted
         .with_context(|| format!("could not delete group {} within {shutdown_timeout:?}; `arkouda-push-agent delete --job-id {job_id}` removes it", agent.key().path()))?;
     tracing::info!("group deleted; exiting");
     Ok(())
@@ -520,8 +623,24 @@ pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
         print!("{body}");
         return Ok(ok);
     }
-    let outcome = agent.cycle(Instant::now() + timeout).await;
-    Ok(outcome.polled && outcome.pushed)
+    agent.start_remote_write()?;
+    let deadline = Instant::now() + timeout;
+    let outcome = agent.cycle(deadline).await;
+    // One cycle's remote write is sent before exiting (no staleness markers: a one-shot
+    // sample ends by itself, as a scrape that stops would).
+    let mut written = true;
+    for rw in &agent.remote_write {
+        if !rw
+            .drain()
+            .wait(deadline.max(Instant::now() + timeout))
+            .await
+        {
+            tracing::warn!(receiver = %rw.url(), "remote write not done before the timeout");
+            written = false;
+        }
+    }
+    let pushed = outcome.pushed || (agent.settings.no_push && !agent.remote_write.is_empty());
+    Ok(outcome.polled && pushed && written)
 }
 
 /// `delete --job-id`: deletes every group of this job (any other grouping labels) that the
@@ -639,7 +758,20 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             false
         }
     };
-    arkouda_ok && pushgateway_ok
+    // Each remote-write receiver gets an empty WriteRequest: it writes nothing but
+    // passes auth, TLS and the protocol.
+    let mut remote_write_ok = true;
+    let key = grouping_key(&settings, settings.job_id.as_deref().unwrap_or_default());
+    for opts in remote_write_options(&settings, &key) {
+        match RemoteWrite::probe(&opts, Instant::now() + settings.push_timeout).await {
+            Ok(()) => println!("remote_write: OK {}", opts.url),
+            Err(e) => {
+                println!("remote_write: FAILED: {e}");
+                remote_write_ok = false;
+            }
+        }
+    }
+    arkouda_ok && pushgateway_ok && remote_write_ok
 }
 
 /// SIGTERM or SIGINT once: `shutdown` becomes true (clean stop). A second one: exit at once.

@@ -166,6 +166,27 @@ pub struct Common {
     /// Timeout of one HTTP request to the Pushgateway [default: 3s].
     #[arg(long, value_name = "DURATION")]
     pub push_timeout: Option<String>,
+    /// Also write every cycle to this Prometheus remote-write URL (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub remote_write: Vec<String>,
+    /// Basic-auth user for the remote-write receivers.
+    #[arg(long, value_name = "NAME")]
+    pub remote_write_username: Option<String>,
+    /// File holding the remote-write basic-auth password.
+    #[arg(long, value_name = "PATH")]
+    pub remote_write_password_file: Option<String>,
+    /// File holding a bearer token for the remote-write receivers.
+    #[arg(long, value_name = "PATH")]
+    pub remote_write_bearer_token_file: Option<String>,
+    /// PEM CA certificate to trust for the remote-write receivers.
+    #[arg(long, value_name = "PATH")]
+    pub remote_write_ca_file: Option<String>,
+    /// Accept any TLS certificate from the remote-write receivers (insecure; logged at start).
+    #[arg(long)]
+    pub remote_write_insecure_skip_verify: bool,
+    /// Requests held per remote-write receiver while it is down [default: 120].
+    #[arg(long, value_name = "N")]
+    pub remote_write_queue_size: Option<String>,
     /// Value of the job grouping label [default: arkouda].
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
@@ -274,6 +295,20 @@ impl Common {
                 .then(|| "true".to_string()),
         );
         f.set("push_timeout", c.push_timeout);
+        f.set_list("remote_write", c.remote_write);
+        f.set("remote_write_username", c.remote_write_username);
+        f.set("remote_write_password_file", c.remote_write_password_file);
+        f.set(
+            "remote_write_bearer_token_file",
+            c.remote_write_bearer_token_file,
+        );
+        f.set("remote_write_ca_file", c.remote_write_ca_file);
+        f.set(
+            "remote_write_insecure_skip_verify",
+            c.remote_write_insecure_skip_verify
+                .then(|| "true".to_string()),
+        );
+        f.set("remote_write_queue_size", c.remote_write_queue_size);
         f.set("job", c.job);
         f.set("job_id", c.job_id);
         f.set("cluster", c.cluster);

@@ -144,6 +144,18 @@ pub static KEYS: &[KeyDef] = &[
     key("pushgateway_insecure_skip_verify", Kind::Bool, Some("false"), &[],
         "Accept any TLS certificate from the Pushgateway. Insecure: logged as a warning at every start."),
     key("push_timeout", Kind::Duration, Some("3s"), &[], "Timeout of one HTTP request to the Pushgateway."),
+    key("remote_write", Kind::List, None, &[],
+        "Prometheus remote-write URLs, e.g. http://prometheus:9090/api/v1/write: every cycle is also written to each (repeat --remote-write; comma-separated in the environment). Requests time out after push_timeout."),
+    key("remote_write_username", Kind::Str, None, &[], "Basic-auth user for the remote-write receivers."),
+    key("remote_write_password_file", Kind::Path, None, &[], "File holding the remote-write basic-auth password."),
+    secret("remote_write_password", "Remote-write basic-auth password (environment only)."),
+    key("remote_write_bearer_token_file", Kind::Path, None, &[], "File holding a bearer token for the remote-write receivers."),
+    secret("remote_write_bearer_token", "Bearer token for the remote-write receivers (environment only)."),
+    key("remote_write_ca_file", Kind::Path, None, &[], "PEM CA certificate to trust for the remote-write receivers besides the system roots."),
+    key("remote_write_insecure_skip_verify", Kind::Bool, Some("false"), &[],
+        "Accept any TLS certificate from the remote-write receivers. Insecure: logged as a warning at every start."),
+    key("remote_write_queue_size", Kind::Int, Some("120"), &[],
+        "Requests (one per cycle) held per remote-write receiver while it is down or slow; when full the oldest is dropped (counted in arkouda_agent_remote_write_dropped_total)."),
     key("job", Kind::Str, Some("arkouda"), &[], "Value of the job grouping label."),
     key("job_id", Kind::Str, None, &["SLURM_JOB_ID"], "The job id: the slurm_job_id grouping label."),
     key("cluster", Kind::Str, None, &["SLURM_CLUSTER_NAME"], "Cluster name; added to the grouping key when set."),
@@ -162,7 +174,7 @@ pub static KEYS: &[KeyDef] = &[
     key("log_level", Kind::Str, Some("info"), &[], "error, warn, info, debug or trace (or a tracing filter)."),
     key("listen", Kind::Str, None, &[],
         "run: also serve the latest poll at GET /metrics (and GET /healthz) on this address, e.g. 0.0.0.0:9808 (scrape mode)."),
-    key("no_push", Kind::Bool, Some("false"), &[], "run: push nothing (pure scrape mode; needs listen)."),
+    key("no_push", Kind::Bool, Some("false"), &[], "run: push nothing to a Pushgateway (scrape mode or remote write only; needs listen or remote_write)."),
     key("log_file", Kind::Path, None, &[], "Append the log to this file instead of standard error."),
     key("daemonize", Kind::Bool, Some("false"), &[],
         "run: detach from the caller; return only once the agent is running on its own."),
@@ -184,7 +196,7 @@ pub static KEYS: &[KeyDef] = &[
         "sweep: bound on the squeue call; past it the scheduler check is skipped and leases decide."),
     // [slurm]: how the Slurm hooks (`arkouda-push-agent slurm prolog|epilog`) decide.
     key("slurm.select", Kind::Str, Some("comment"), &[],
-        "Which jobs get an agent: comment (the job's comment carries comment_marker), all, or partition."),
+        "Which jobs get an agent: comment (the job's comment carries comment_marker), all, partition, or none (the Debian package's default until the site opts jobs in)."),
     key("slurm.comment_marker", Kind::Str, Some("arkouda-metrics"), &[],
         "The word in a job's comment (sbatch --comment) that opts it in, with select = \"comment\"."),
     key("slurm.partitions", Kind::List, None, &[],
@@ -309,6 +321,14 @@ impl FlagValues {
     pub fn set(&mut self, key: &'static str, value: Option<String>) {
         if let Some(v) = value {
             self.values.push((key, Raw::Str(v)));
+        }
+    }
+
+    /// A repeatable flag: every value given, as a list (nothing when none was given).
+    pub fn set_list(&mut self, key: &'static str, values: Vec<String>) {
+        if !values.is_empty() {
+            self.values
+                .push((key, Raw::List(values.into_iter().map(Raw::Str).collect())));
         }
     }
 }
@@ -529,6 +549,7 @@ pub struct Settings {
     pub pushgateway_ca_file: Option<PathBuf>,
     pub pushgateway_insecure_skip_verify: bool,
     pub push_timeout: Duration,
+    pub remote_write: RemoteWriteSettings,
     pub job: String,
     pub job_id: Option<String>,
     pub cluster: Option<String>,
@@ -586,6 +607,8 @@ pub enum SlurmSelect {
     Comment(String),
     All,
     Partitions(Vec<String>),
+    /// No job (the packaged default, until the site opts jobs in).
+    None,
 }
 
 /// The `[slurm]` table.
@@ -595,6 +618,20 @@ pub struct SlurmSettings {
     pub connection_info: Option<String>,
     pub run_as: String,
     pub state_dir: PathBuf,
+}
+
+/// The remote-write receivers and how to reach them (one set of auth/TLS options for
+/// all of them, as for the Pushgateways).
+#[derive(Clone, Debug)]
+pub struct RemoteWriteSettings {
+    /// Write endpoints; empty: no remote write.
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub bearer_token: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub queue_size: usize,
 }
 
 /// Labels the agent sets itself; a static label may not take these names.
@@ -708,10 +745,10 @@ impl Reader<'_> {
 
     fn listen(&self) -> Result<Option<String>, ConfigError> {
         let Some(addr) = self.nonempty("listen")? else {
-            if self.bool("no_push")? {
+            if self.bool("no_push")? && self.list("remote_write")?.is_empty() {
                 return Err(self.invalid(
                     "no_push",
-                    "with no_push and no listen address the metrics would go nowhere",
+                    "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
                 ));
             }
             return Ok(None);
@@ -723,6 +760,41 @@ impl Reader<'_> {
             )
         })?;
         Ok(Some(addr))
+    }
+
+    fn remote_write(&self) -> Result<RemoteWriteSettings, ConfigError> {
+        let urls = self
+            .list("remote_write")?
+            .iter()
+            .map(|u| check_remote_write_url(u).map_err(|e| self.invalid("remote_write", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bearer_token = self.secret("remote_write_bearer_token")?;
+        let password = self.secret("remote_write_password")?;
+        let username = self.nonempty("remote_write_username")?;
+        if password.is_some() && username.is_none() {
+            return Err(ConfigError::Missing {
+                key: "remote_write_username".to_string(),
+                hint: "a remote-write password is set but no user name".to_string(),
+            });
+        }
+        if bearer_token.is_some() && username.is_some() {
+            return Err(self.invalid(
+                "remote_write_username",
+                "set either basic auth or a bearer token, not both",
+            ));
+        }
+        Ok(RemoteWriteSettings {
+            urls,
+            username,
+            password,
+            bearer_token,
+            ca_file: self.path("remote_write_ca_file")?,
+            insecure_skip_verify: self.bool("remote_write_insecure_skip_verify")?,
+            queue_size: self
+                .integer("remote_write_queue_size", 1, 1_000_000)?
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(120),
+        })
     }
 
     fn slurm(&self) -> Result<SlurmSettings, ConfigError> {
@@ -738,6 +810,8 @@ impl Reader<'_> {
                 SlurmSelect::Comment(marker)
             }
             "all" => SlurmSelect::All,
+            // What the Debian package ships: installed, but no job gets an agent yet.
+            "none" => SlurmSelect::None,
             "partition" => {
                 let parts = self.list("slurm.partitions")?;
                 if parts.is_empty() {
@@ -748,7 +822,9 @@ impl Reader<'_> {
                 }
                 SlurmSelect::Partitions(parts)
             }
-            _ => return Err(self.invalid("slurm.select", "expected comment, all or partition")),
+            _ => {
+                return Err(self.invalid("slurm.select", "expected comment, all, partition or none"))
+            }
         };
         let run_as = self.required("slurm.run_as")?;
         if run_as == "root" || run_as == "0" {
@@ -971,6 +1047,28 @@ fn check_pushgateway_url(s: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+/// A remote-write URL: http(s), a host, no password (it would show in `ps` and logs). A
+/// query is allowed (receivers take options there, e.g. VictoriaMetrics' `extra_label`).
+fn check_remote_write_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("expected an http:// or https:// URL".to_string());
+    }
+    if url.host_str().is_none() {
+        return Err("the URL has no host".to_string());
+    }
+    if url.password().is_some() {
+        return Err(
+            "a password in the URL would show in `ps` and logs; use remote_write_password_file or ARKOUDA_PUSH_AGENT_REMOTE_WRITE_PASSWORD"
+                .to_string(),
+        );
+    }
+    if url.fragment().is_some() {
+        return Err("the URL must not have a fragment".to_string());
+    }
+    Ok(url.to_string())
+}
+
 impl Settings {
     /// Type and validate every key.
     pub fn from_resolved(resolved: &Resolved) -> Result<Settings, ConfigError> {
@@ -1125,6 +1223,7 @@ impl Settings {
             log_file: r.path("log_file")?,
             listen: r.listen()?,
             no_push: r.bool("no_push")?,
+            remote_write: r.remote_write()?,
             daemonize: r.bool("daemonize")?,
             pid_file: r.path("pid_file")?,
             watch_pid: r
@@ -1132,7 +1231,11 @@ impl Settings {
                 .and_then(|p| i32::try_from(p).ok()),
             lock_dir: r.path("lock_dir")?,
             lease: r.lease(interval)?,
-            grace: r.duration("grace", Duration::ZERO, Duration::from_secs(365 * 24 * 3600))?,
+            grace: r.duration(
+                "grace",
+                Duration::ZERO,
+                Duration::from_secs(365 * 24 * 3600),
+            )?,
             no_scheduler: r.bool("no_scheduler")?,
             squeue: r
                 .path("squeue")?
@@ -1646,6 +1749,149 @@ mod tests {
         let mut f = flags(&[]);
         f.config = Some(path.into());
         settings(&f, &env(&[])).unwrap();
+    }
+
+    /// `remote_write` is a list from every layer: a repeated flag, a comma-separated
+    /// variable, a TOML array; with it, `no_push` needs no listen address.
+    #[test]
+    fn remote_write_urls_from_each_layer() {
+        let mut f = flags(&[]);
+        f.set_list(
+            "remote_write",
+            vec![
+                "http://a:9090/api/v1/write".into(),
+                "https://b/api/v1/write?extra_label=site=x".into(),
+            ],
+        );
+        let s = settings(&f, &env(&[])).unwrap();
+        assert_eq!(
+            s.remote_write.urls,
+            vec![
+                "http://a:9090/api/v1/write".to_string(),
+                "https://b/api/v1/write?extra_label=site=x".into()
+            ]
+        );
+        assert_eq!(s.remote_write.queue_size, 120);
+        assert_eq!(
+            source_of(&f, &env(&[]), "remote_write"),
+            Source::Flag("--remote-write".into())
+        );
+
+        let e = env(&[("ARKOUDA_PUSH_AGENT_REMOTE_WRITE", "http://a/w, http://b/w")]);
+        let s = settings(&flags(&[]), &e).unwrap();
+        assert_eq!(
+            s.remote_write.urls,
+            vec!["http://a/w".to_string(), "http://b/w".into()]
+        );
+        assert!(unknown_env_keys(&e).is_empty());
+
+        let toml = file("remote_write = [\"http://c/w\"]\nremote_write_queue_size = 5\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        let s = settings(&f, &env(&[])).unwrap();
+        assert_eq!(s.remote_write.urls, vec!["http://c/w".to_string()]);
+        assert_eq!(s.remote_write.queue_size, 5);
+
+        // Nothing configured: no receiver.
+        assert!(settings(&flags(&[]), &env(&[]))
+            .unwrap()
+            .remote_write
+            .urls
+            .is_empty());
+
+        // no_push: fine with remote write alone, an error with no sink at all.
+        let mut f = flags(&[("no_push", "true")]);
+        let err = settings(&f, &env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("neither a listen address nor remote_write"),
+            "{err}"
+        );
+        f.set_list("remote_write", vec!["http://a/w".into()]);
+        assert!(settings(&f, &env(&[])).unwrap().no_push);
+    }
+
+    #[test]
+    fn remote_write_bad_values_and_secrets() {
+        let cases: &[(&str, &str)] = &[
+            ("ftp://x/w", "expected an http:// or https:// URL"),
+            ("http://u:pw@x/w", "a password in the URL"),
+            ("not a url", "not a URL"),
+        ];
+        for (url, want) in cases {
+            let mut f = flags(&[]);
+            f.set_list("remote_write", vec![url.to_string()]);
+            let err = settings(&f, &env(&[])).unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid value for `remote_write`") && err.contains(want),
+                "{url}: {err}"
+            );
+        }
+        let e = env(&[
+            ("ARKOUDA_PUSH_AGENT_REMOTE_WRITE", "http://a/w"),
+            ("ARKOUDA_PUSH_AGENT_REMOTE_WRITE_USERNAME", "agent"),
+            ("ARKOUDA_PUSH_AGENT_REMOTE_WRITE_PASSWORD", "hunter2"),
+        ]);
+        let resolved = resolve(&flags(&[]), &e).unwrap();
+        let s = Settings::from_resolved(&resolved).unwrap();
+        assert_eq!(
+            s.remote_write.password.as_ref().unwrap().expose(),
+            "hunter2"
+        );
+        assert!(!resolved.describe().join("\n").contains("hunter2"));
+        let toml = file("remote_write_password = \"pw\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        assert!(resolve(&f, &env(&[])).is_err(), "a secret in the file");
+        let e = env(&[("ARKOUDA_PUSH_AGENT_REMOTE_WRITE_PASSWORD", "hunter2")]);
+        let err = settings(&flags(&[]), &e).unwrap_err().to_string();
+        assert!(err.starts_with("missing `remote_write_username`"), "{err}");
+    }
+
+    /// `lease` defaults to 4 × interval; a lease shorter than the interval is a warning;
+    /// the sweep's keys have their defaults.
+    #[test]
+    fn lease_and_sweep_keys() {
+        let s = settings(&flags(&[]), &env(&[])).unwrap();
+        assert_eq!(s.lease, Duration::from_secs(20));
+        assert_eq!(s.grace, Duration::from_secs(600));
+        assert!(!s.no_scheduler);
+        assert_eq!(s.squeue, PathBuf::from("/usr/bin/squeue"));
+        assert_eq!(s.squeue_timeout, Duration::from_secs(10));
+        let s = settings(&flags(&[("interval", "2s")]), &env(&[])).unwrap();
+        assert_eq!(s.lease, Duration::from_secs(8));
+        let s = settings(&flags(&[("lease", "1m")]), &env(&[])).unwrap();
+        assert_eq!(s.lease, Duration::from_secs(60));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let s = settings(&flags(&[("lease", "1s"), ("interval", "5s")]), &env(&[])).unwrap();
+        assert_eq!(s.lease, Duration::from_secs(1));
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.starts_with("lease (1s) is shorter than interval (5s)")),
+            "{:?}",
+            s.warnings
+        );
+        let e = env(&[
+            ("ARKOUDA_PUSH_AGENT_NO_SCHEDULER", "yes"),
+            ("ARKOUDA_PUSH_AGENT_GRACE", "0"),
+        ]);
+        let s = settings(&flags(&[]), &e).unwrap();
+        assert!(s.no_scheduler);
+        assert_eq!(s.grace, Duration::ZERO);
+        let err = settings(&flags(&[("lease", "10ms")]), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid value for `lease` = \"10ms\" (from flag --lease)"),
+            "{err}"
+        );
+        let toml = file("[slurm]\nselect = \"none\"\n");
+        let mut f = flags(&[]);
+        f.config = Some(toml.0.clone());
+        assert_eq!(
+            settings(&f, &env(&[])).unwrap().slurm.select,
+            SlurmSelect::None
+        );
     }
 
     #[test]

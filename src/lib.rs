@@ -15,4 +15,5 @@ pub mod process;
 pub mod secret;
 pub mod sinks;
 pub mod slurm;
+pub mod sweep;
 pub mod translate;

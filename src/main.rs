@@ -199,6 +199,13 @@ fn main() -> ExitCode {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             },
+            (Command::Sweep { dry_run, .. }, _) => {
+                match arkouda_push_agent::sweep::sweep(&settings, dry_run).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => fail(&e),
+                }
+            }
             (Command::Check(_), _) => {
                 if agent::check(settings, &resolved).await {
                     ExitCode::SUCCESS

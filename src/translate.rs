@@ -57,6 +57,8 @@ defs! {
     AGENT_LAST_SUCCESS = "arkouda_agent_last_success_timestamp_seconds", Gauge, "Unix time of the agent's latest successful poll (0: none yet).";
     AGENT_POLL_ERRORS = "arkouda_agent_poll_errors_total", Counter, "Failed polls of the metrics server since the agent started.";
     AGENT_PUSH_ERRORS = "arkouda_agent_push_errors_total", Counter, "Failed pushes since the agent started.";
+    AGENT_RW_ERRORS = "arkouda_agent_remote_write_errors_total", Counter, "Failed remote-write attempts (connection error or non-2xx answer; each retry counts) since the agent started, summed over receivers.";
+    AGENT_RW_DROPPED = "arkouda_agent_remote_write_dropped_total", Counter, "Remote-write requests (one per cycle and receiver) given up on since the agent started: rejected with a 4xx other than 429, pushed out of the full queue, or cleared at job end.";
     AGENT_SKIPPED = "arkouda_agent_skipped_records_total", Counter, "Records the agent skipped since it started (unknown category or scope, missing field, or nothing to map them to).";
     AGENT_UNKNOWN_FIELDS = "arkouda_agent_unknown_fields_total", Counter, "Unknown fields seen on metric records since the agent started (ignored).";
     AGENT_LEASE = "arkouda_agent_lease_expiry_timestamp_seconds", Gauge, "Unix time until which the agent holds this group: push time + lease. Past it the agent is presumed dead; `arkouda-push-agent sweep` may delete the group.";
@@ -116,6 +118,10 @@ pub struct AgentStats {
     /// Unix seconds until which the group is leased (push time + `lease`), computed by
     /// the agent each cycle so that this module stays free of clocks; None: not emitted.
     pub lease_expiry_timestamp_seconds: Option<f64>,
+    /// Remote-write failures and drops, summed over receivers; None (not emitted) when
+    /// no receiver is configured.
+    pub remote_write_errors_total: Option<u64>,
+    pub remote_write_dropped_total: Option<u64>,
 }
 
 /// Fixed facts that label the output.
@@ -413,6 +419,12 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
     b.add(AGENT_UNKNOWN_FIELDS, &[], a.unknown_fields_total as f64);
     if let Some(expiry) = a.lease_expiry_timestamp_seconds {
         b.add(AGENT_LEASE, &[], expiry);
+    }
+    if let Some(n) = a.remote_write_errors_total {
+        b.add(AGENT_RW_ERRORS, &[], n as f64);
+    }
+    if let Some(n) = a.remote_write_dropped_total {
+        b.add(AGENT_RW_DROPPED, &[], n as f64);
     }
     if ctx.job_user.is_some() || ctx.partition.is_some() {
         b.add(
@@ -876,6 +888,12 @@ arkouda_agent_poll_errors_total 2
 # HELP arkouda_agent_push_errors_total Failed pushes since the agent started.
 # TYPE arkouda_agent_push_errors_total counter
 arkouda_agent_push_errors_total 1
+# HELP arkouda_agent_series Series in this push of the job (this one included).
+# TYPE arkouda_agent_series gauge
+arkouda_agent_series 17
+# HELP arkouda_agent_series_dropped_total Series folded into "other" or dropped by the cardinality budget since the agent started.
+# TYPE arkouda_agent_series_dropped_total counter
+arkouda_agent_series_dropped_total 0
 # HELP arkouda_agent_skipped_records_total Records the agent skipped since it started (unknown category or scope, missing field, or nothing to map them to).
 # TYPE arkouda_agent_skipped_records_total counter
 arkouda_agent_skipped_records_total 0
@@ -1055,6 +1073,38 @@ arkouda_up 1
             agent: &agent(),
         };
         assert!(samples(&families(&snap, &Context::default()), "arkouda_agent_lease").is_empty());
+    }
+
+    /// The remote-write counters appear only when a receiver is configured.
+    #[test]
+    fn remote_write_counters_only_when_configured() {
+        let ctx = Context::default();
+        let snap = |a: &AgentStats| {
+            samples(
+                &families(
+                    &Snapshot {
+                        records: None,
+                        server_info: None,
+                        agent: a,
+                    },
+                    &ctx,
+                ),
+                "arkouda_agent_remote_write",
+            )
+        };
+        assert!(snap(&agent()).is_empty());
+        let a = AgentStats {
+            remote_write_errors_total: Some(3),
+            remote_write_dropped_total: Some(1),
+            ..agent()
+        };
+        assert_eq!(
+            snap(&a),
+            vec![
+                "arkouda_agent_remote_write_dropped_total 1",
+                "arkouda_agent_remote_write_errors_total 3"
+            ]
+        );
     }
 
     #[test]

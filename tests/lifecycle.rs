@@ -123,7 +123,10 @@ fn delete_after_kill_removes_only_that_job() {
 
     let (code, out, err) = run_agent(&["delete", "--job-id", "100", "--pushgateway", &pg.url]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("deleted /metrics/job/arkouda/"), "{out}");
+    assert!(
+        out.contains(&format!("deleted {}/metrics/job/arkouda/", pg.url)),
+        "{out}"
+    );
     eventually(
         Duration::from_secs(2),
         "only the other exporter's group of job 100",

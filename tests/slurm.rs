@@ -1309,12 +1309,19 @@ fn systemd_analyze() -> &'static str {
 /// path /usr/bin/arkouda-push-agent exists only once the package is installed.
 fn unit_dir() -> TempDir {
     let dir = TempDir::new("units");
-    for name in ["arkouda-push-agent@.service", "arkouda-push-agent.service"] {
+    for name in [
+        "arkouda-push-agent@.service",
+        "arkouda-push-agent.service",
+        "arkouda-push-agent-sweep.service",
+        "arkouda-push-agent-sweep.timer",
+    ] {
         let text = std::fs::read_to_string(format!("{REPO}/systemd/{name}")).unwrap();
-        assert!(
-            text.contains("ExecStart=/usr/bin/arkouda-push-agent run"),
-            "{name}"
-        );
+        let exec = if name.contains("sweep") {
+            "ExecStart=/usr/bin/arkouda-push-agent sweep"
+        } else {
+            "ExecStart=/usr/bin/arkouda-push-agent run"
+        };
+        assert!(name.ends_with(".timer") || text.contains(exec), "{name}");
         std::fs::write(
             dir.path(name),
             text.replace("/usr/bin/arkouda-push-agent", AGENT),
@@ -1335,6 +1342,8 @@ fn systemd_units_verify_without_output() {
     for unit in [
         "arkouda-push-agent@4242.service",
         "arkouda-push-agent.service",
+        "arkouda-push-agent-sweep.service",
+        "arkouda-push-agent-sweep.timer",
     ] {
         let out = Command::new(bin)
             .arg("verify")
@@ -1361,6 +1370,7 @@ fn systemd_units_exposure_at_most_2() {
     for unit in [
         "arkouda-push-agent@4242.service",
         "arkouda-push-agent.service",
+        "arkouda-push-agent-sweep.service",
     ] {
         let out = Command::new(bin)
             .args(["security", "--offline=yes"])

@@ -27,11 +27,7 @@ pub struct SetupError(pub String);
 
 /// Builds a keep-alive client. `what` names the endpoint (e.g. `pushgateway`) and the
 /// option (`<what>_insecure_skip_verify`) in the warning when verification is off.
-pub fn client(
-    opts: &ClientOptions,
-    what: &str,
-    url: &str,
-) -> Result<reqwest::Client, SetupError> {
+pub fn client(opts: &ClientOptions, what: &str, url: &str) -> Result<reqwest::Client, SetupError> {
     let mut builder = reqwest::Client::builder()
         .timeout(opts.timeout)
         .connect_timeout(opts.timeout)

@@ -400,6 +400,55 @@ impl Pushgateway {
             .collect())
     }
 
+    /// Every group with the value of its unlabelled series `metric` (None: the group has
+    /// none), e.g. the agent's lease for `sweep`. One `GET /api/v1/metrics`, as `groups`.
+    pub async fn groups_with_value(
+        &self,
+        metric: &str,
+        deadline: Instant,
+    ) -> Result<Vec<(Group, Option<f64>)>, PushError> {
+        let url = format!("{}/api/v1/metrics", self.base);
+        let resp = self
+            .send("GET", reqwest::Method::GET, &url, None, deadline)
+            .await?;
+        let bad = |reason: String| PushError::BadAnswer {
+            op: "GET",
+            url: url.clone(),
+            reason,
+        };
+        let v: serde_json::Value = resp.json().await.map_err(|e| bad(e.to_string()))?;
+        let data = v
+            .get("data")
+            .and_then(|d| d.as_array())
+            .ok_or_else(|| bad("no data array".into()))?;
+        // The Pushgateway gives each family as {"metrics": [{"labels": …, "value": "1.5"}]}.
+        let first_value = |g: &serde_json::Value, name: &str| -> Option<f64> {
+            g.get(name)?
+                .get("metrics")?
+                .get(0)?
+                .get("value")?
+                .as_str()?
+                .parse()
+                .ok()
+        };
+        Ok(data
+            .iter()
+            .filter_map(|g| {
+                let labels = g.get("labels")?.as_object()?;
+                let mut pairs: Vec<(String, String)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                pairs.sort();
+                let group = Group {
+                    labels: pairs,
+                    push_time_seconds: first_value(g, "push_time_seconds"),
+                };
+                Some((group, first_value(g, metric)))
+            })
+            .collect())
+    }
+
     /// Is it up and answering (`GET /-/ready`)?
     pub async fn ready(&self, deadline: Instant) -> Result<(), PushError> {
         let url = format!("{}/-/ready", self.base);
@@ -408,7 +457,6 @@ impl Pushgateway {
             .map(drop)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -441,13 +441,10 @@ async fn send_once(
         .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
         .header(VERSION_HEADER, VERSION)
         .body(body);
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| RemoteWriteError::Transport {
-            url: url.to_string(),
-            reason: http::describe(&e),
-        })?;
+    let resp = req.send().await.map_err(|e| RemoteWriteError::Transport {
+        url: url.to_string(),
+        reason: http::describe(&e),
+    })?;
     let status = resp.status();
     // Read the answer either way, so the connection can be reused.
     let mut text = resp.text().await.unwrap_or_default();

@@ -113,6 +113,9 @@ pub fn comment_words(comment: &str) -> impl Iterator<Item = &str> {
 pub fn selection(select: &SlurmSelect, job: &Job) -> Selection {
     match select {
         SlurmSelect::All => Selection::Yes("select = all".to_string()),
+        SlurmSelect::None => Selection::No(
+            "select = none: no job gets an agent until the site sets [slurm] select".to_string(),
+        ),
         SlurmSelect::Comment(marker) => match &job.comment {
             None => Selection::No(format!(
                 "the job has no comment (select = comment, marker `{marker}`)"
@@ -589,6 +592,12 @@ mod tests {
             (&parts, None, Some("gpu"), true),
             (&parts, Some("arkouda-metrics"), Some("debug"), false),
             (&parts, None, Some("arkouda2"), false),
+            (
+                &SlurmSelect::None,
+                Some("arkouda-metrics"),
+                Some("arkouda"),
+                false,
+            ),
         ];
         for (sel, c, p, want) in cases {
             let j = Job {

@@ -1,0 +1,655 @@
+//! `arkouda-push-agent sweep`: reconcile the Pushgateway with Slurm, the time-to-live the
+//! Pushgateway never had.
+//!
+//! The Pushgateway keeps a pushed group forever. A group whose agent and Epilog both failed
+//! (the Pushgateway was down when the job ended, a node crashed, the controller restarted,
+//! groups from before the hooks were installed) would be served as current for good. The
+//! sweep lists the groups this agent made (its `job` label and a `slurm_job_id`; with
+//! `cluster` set, that cluster's only), asks Slurm once which jobs it still has, and
+//! deletes the groups of jobs it no longer has. Slurm's answer wins: a running job's group
+//! is kept whatever its lease (the lease alert tells the admin its agent died). Only when
+//! Slurm cannot be asked, or with `no_scheduler`, do the leases decide
+//! (`arkouda_agent_lease_expiry_timestamp_seconds` + `grace` < now).
+//!
+//! The decisions ([`lease_state`], [`decide`], [`ours`]) are pure functions, tested by
+//! table. This module must never touch a group that another exporter pushed (another `job`
+//! label, or no `slurm_job_id`), and never calls Slurm more than once per sweep: sites
+//! complain about exporters that flood slurmctld.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::config::Settings;
+use crate::sinks::pushgateway::GroupingKey;
+use crate::translate::AGENT_LEASE;
+
+/// What Slurm said, or why it was not asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scheduler {
+    /// The ids of every job Slurm has (pending, running, completing…): array tasks by their
+    /// own job id (`%A`) and by `ARRAYID_TASK` (`%i`).
+    Jobs(HashSet<String>),
+    /// Slurm could not be asked; the reason.
+    Unavailable(String),
+    /// `no_scheduler`.
+    Skipped,
+}
+
+/// A group's lease at the time of the sweep.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lease {
+    /// No lease series (an agent older than leases, or another program's push).
+    Missing,
+    /// Expires in this many seconds.
+    Live(f64),
+    /// Expired this many seconds ago, within the grace.
+    InGrace(f64),
+    /// Expired this many seconds ago, beyond the grace.
+    Expired(f64),
+}
+
+/// The lease of a group whose lease series says `expiry` (Unix seconds), at `now`.
+pub fn lease_state(expiry: Option<f64>, now: f64, grace: Duration) -> Lease {
+    match expiry {
+        None => Lease::Missing,
+        Some(e) if !e.is_finite() => Lease::Missing,
+        Some(e) if e >= now => Lease::Live(e - now),
+        Some(e) if now - e <= grace.as_secs_f64() => Lease::InGrace(now - e),
+        Some(e) => Lease::Expired(now - e),
+    }
+}
+
+fn ago(secs: f64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0.0).round() as u64)).to_string()
+}
+
+impl fmt::Display for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lease::Missing => f.write_str("no lease"),
+            Lease::Live(left) => write!(f, "lease valid for {}", ago(*left)),
+            Lease::InGrace(s) => write!(f, "lease expired {} ago, within the grace", ago(*s)),
+            Lease::Expired(s) => write!(f, "lease expired {} ago, beyond the grace", ago(*s)),
+        }
+    }
+}
+
+/// Why a group is deleted or kept.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// Slurm no longer has the job.
+    JobEnded,
+    /// Slurm has the job; its lease for information (an expired one: the agent died).
+    JobInSlurm(Lease),
+    /// The job id is no Slurm job id (a long-lived server's group): its lease decides.
+    NotASlurmJob(Lease),
+    /// Slurm was not asked: the lease decides.
+    ByLease(Lease),
+}
+
+/// What to do with one group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub delete: bool,
+    pub reason: Reason,
+}
+
+impl Verdict {
+    /// The reason as printed after the group: `job 42 …`.
+    pub fn describe(&self, job_id: &str) -> String {
+        match &self.reason {
+            Reason::JobEnded => format!("Slurm no longer runs job {job_id}"),
+            Reason::JobInSlurm(l @ (Lease::InGrace(_) | Lease::Expired(_))) => {
+                format!("job {job_id} is still in Slurm ({l}: its agent may have died)")
+            }
+            Reason::JobInSlurm(l) => format!("job {job_id} is still in Slurm ({l})"),
+            Reason::NotASlurmJob(l) => {
+                format!("job id `{job_id}` is not a Slurm job id, so its lease decides: {l}")
+            }
+            Reason::ByLease(l) => format!("job {job_id}: {l}"),
+        }
+    }
+}
+
+/// Slurm job ids are numbers; array tasks may show as `ARRAY_TASK`, heterogeneous job
+/// components as `JOB+OFFSET`. Any other id (a long-lived server's `job_id`) is not
+/// Slurm's to judge.
+pub fn is_slurm_job_id(id: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match id.split_once(['_', '+']) {
+        Some((a, b)) => digits(a) && digits(b),
+        None => digits(id),
+    }
+}
+
+/// The decision for a group of job `job_id`, whose lease is `lease`.
+pub fn decide(job_id: &str, lease: Lease, scheduler: &Scheduler) -> Verdict {
+    let by_lease = |reason: Reason| Verdict {
+        delete: matches!(lease, Lease::Expired(_)),
+        reason,
+    };
+    match scheduler {
+        Scheduler::Jobs(_) if !is_slurm_job_id(job_id) => by_lease(Reason::NotASlurmJob(lease)),
+        Scheduler::Jobs(jobs) if jobs.contains(job_id) => Verdict {
+            delete: false,
+            reason: Reason::JobInSlurm(lease),
+        },
+        Scheduler::Jobs(_) => Verdict {
+            delete: true,
+            reason: Reason::JobEnded,
+        },
+        Scheduler::Unavailable(_) | Scheduler::Skipped => by_lease(Reason::ByLease(lease)),
+    }
+}
+
+/// The job id of a group this agent made: its `job` label is `job`, it has a
+/// `slurm_job_id`, and, when `cluster` is set, its `cluster` label is that cluster.
+pub fn ours<'a>(
+    labels: &'a [(String, String)],
+    job: &str,
+    cluster: Option<&str>,
+) -> Option<&'a str> {
+    let label = |name: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if label("job") != Some(job) {
+        return None;
+    }
+    if cluster.is_some_and(|c| label("cluster") != Some(c)) {
+        return None;
+    }
+    label("slurm_job_id")
+}
+
+/// The labels in the agent's order (`slurm_job_id`, `cluster`, then the rest by name), so
+/// that a printed group path reads as the agent's own; the Pushgateway lists them sorted.
+pub fn agent_order(mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
+    let rank = |k: &str| match k {
+        "slurm_job_id" => 0,
+        "cluster" => 1,
+        _ => 2,
+    };
+    labels.sort_by(|a, b| (rank(&a.0), &a.0).cmp(&(rank(&b.0), &b.0)));
+    labels
+}
+
+/// Job ids from squeue's `--format=%A %i` output, one job per line.
+pub fn parse_squeue(out: &str) -> HashSet<String> {
+    out.split_whitespace().map(str::to_string).collect()
+}
+
+/// One group of this agent found on a Pushgateway.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub pushgateway: usize,
+    pub labels: Vec<(String, String)>,
+    pub job_id: String,
+    pub lease_expiry: Option<f64>,
+}
+
+/// Fills in a missing lease from another group of the same job on the same Pushgateway
+/// (with `layout = "locale"` only the job's main group carries the agent's series).
+pub fn share_leases(found: &mut [Found]) {
+    let mut best: BTreeMap<(usize, String, Option<String>), f64> = BTreeMap::new();
+    let cluster = |f: &Found| {
+        f.labels
+            .iter()
+            .find(|(k, _)| k == "cluster")
+            .map(|(_, v)| v.clone())
+    };
+    for f in found.iter() {
+        if let Some(e) = f.lease_expiry.filter(|e| e.is_finite()) {
+            let slot = best
+                .entry((f.pushgateway, f.job_id.clone(), cluster(f)))
+                .or_insert(e);
+            *slot = slot.max(e);
+        }
+    }
+    for f in found.iter_mut() {
+        if f.lease_expiry.is_none() {
+            f.lease_expiry = best
+                .get(&(f.pushgateway, f.job_id.clone(), cluster(f)))
+                .copied();
+        }
+    }
+}
+
+/// Why squeue gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SqueueError {
+    #[error("cannot run {path}: {reason}")]
+    Spawn { path: PathBuf, reason: String },
+    #[error("{path} did not answer within {timeout}")]
+    Timeout { path: PathBuf, timeout: String },
+    #[error("{path} failed ({status}): {stderr}")]
+    Failed {
+        path: PathBuf,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// Runs squeue once for every job, killed after `timeout` (with slurmctld down it would
+/// take ~9 s to fail, with a wrong SLURM_CONF a minute). SLURM_CONF passes through from
+/// the environment. Blocking: call it off the async runtime.
+pub fn ask_squeue(path: &Path, timeout: Duration) -> Result<HashSet<String>, SqueueError> {
+    let mut child = Command::new(path)
+        .args(["--noheader", "--array", "--format=%A %i"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SqueueError::Spawn {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    // Read both pipes while waiting: a large queue would fill a pipe and stall squeue.
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SqueueError::Timeout {
+                    path: path.to_path_buf(),
+                    timeout: humantime::format_duration(timeout).to_string(),
+                });
+            }
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        let mut stderr = stderr.trim().replace('\n', "; ");
+        stderr.truncate(300);
+        return Err(SqueueError::Failed {
+            path: path.to_path_buf(),
+            status: status.to_string(),
+            stderr,
+        });
+    }
+    Ok(parse_squeue(&stdout))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `sweep`: prints one line per group of this agent (deleted or kept, with the reason)
+/// and a summary. Ok(false) when a Pushgateway could not be listed or a delete failed.
+pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
+    let pgws = crate::agent::pushgateways(settings)?;
+    let mut ok = true;
+    let mut found = Vec::new();
+    let mut others = 0usize;
+    // The groups first, Slurm second: a job that starts in between is in Slurm's answer
+    // (pending jobs are listed), so its new group is never taken for an ended job's.
+    for (i, pgw) in pgws.iter().enumerate() {
+        let deadline = Instant::now() + settings.shutdown_timeout;
+        match pgw.groups_with_value(AGENT_LEASE.name, deadline).await {
+            Ok(groups) => {
+                for (g, lease) in groups {
+                    match ours(&g.labels, &settings.job, settings.cluster.as_deref()) {
+                        Some(id) => found.push(Found {
+                            pushgateway: i,
+                            job_id: id.to_string(),
+                            labels: g.labels.clone(),
+                            lease_expiry: lease,
+                        }),
+                        None => others += 1,
+                    }
+                }
+            }
+            Err(e) => {
+                println!("cannot list the groups of {}: {e}", pgw.url());
+                tracing::error!(error = %e, "cannot list the Pushgateway's groups");
+                ok = false;
+            }
+        }
+    }
+    share_leases(&mut found);
+    let grace = humantime::format_duration(settings.grace);
+
+    let scheduler = if settings.no_scheduler {
+        println!("scheduler check skipped (no_scheduler): leases decide, grace {grace}");
+        Scheduler::Skipped
+    } else if found.is_empty() {
+        // Nothing to judge: spare slurmctld the query.
+        Scheduler::Skipped
+    } else {
+        let (path, timeout) = (settings.squeue.clone(), settings.squeue_timeout);
+        let answer = tokio::task::spawn_blocking(move || ask_squeue(&path, timeout)).await;
+        match answer {
+            Ok(Ok(jobs)) => {
+                println!("scheduler check: squeue lists {} jobs", jobs.len());
+                Scheduler::Jobs(jobs)
+            }
+            Ok(Err(e)) => {
+                println!("scheduler check skipped: {e}; leases decide, grace {grace}");
+                tracing::warn!(error = %e, "cannot ask Slurm; the groups' leases decide");
+                Scheduler::Unavailable(e.to_string())
+            }
+            Err(e) => {
+                println!("scheduler check skipped: {e}; leases decide, grace {grace}");
+                Scheduler::Unavailable(e.to_string())
+            }
+        }
+    };
+
+    let now = unix_now();
+    let (mut deleted, mut kept) = (0usize, 0usize);
+    for f in &found {
+        let Some(pgw) = pgws.get(f.pushgateway) else {
+            continue;
+        };
+        let lease = lease_state(f.lease_expiry, now, settings.grace);
+        let verdict = decide(&f.job_id, lease, &scheduler);
+        let key = GroupingKey::new(&settings.job, agent_order(f.labels.clone()));
+        let place = format!("{}{}", pgw.url(), key.path());
+        let why = verdict.describe(&f.job_id);
+        if !verdict.delete {
+            println!("kept {place}: {why}");
+            kept += 1;
+        } else if dry_run {
+            println!("would delete {place}: {why}");
+            deleted += 1;
+        } else {
+            match pgw
+                .delete(&key, Instant::now() + settings.push_timeout)
+                .await
+            {
+                Ok(()) => {
+                    println!("deleted {place}: {why}");
+                    tracing::info!(group = %place, reason = %why, "deleted a group");
+                    deleted += 1;
+                }
+                Err(e) => {
+                    println!("FAILED to delete {place} ({why}): {e}");
+                    ok = false;
+                }
+            }
+        }
+    }
+    println!(
+        "sweep: {deleted} {}, {kept} kept, {others} groups of other exporters untouched",
+        if dry_run { "to delete" } else { "deleted" }
+    );
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(600);
+    const NOW: f64 = 1_700_000_000.0;
+
+    #[test]
+    fn lease_states() {
+        let cases: &[(Option<f64>, Lease)] = &[
+            (None, Lease::Missing),
+            (Some(f64::NAN), Lease::Missing),
+            (Some(NOW + 20.0), Lease::Live(20.0)),
+            (Some(NOW), Lease::Live(0.0)),
+            (Some(NOW - 1.0), Lease::InGrace(1.0)),
+            (Some(NOW - 600.0), Lease::InGrace(600.0)),
+            (Some(NOW - 601.0), Lease::Expired(601.0)),
+            (Some(0.0), Lease::Expired(NOW)),
+        ];
+        for (expiry, want) in cases {
+            assert_eq!(lease_state(*expiry, NOW, GRACE), *want, "{expiry:?}");
+        }
+        assert_eq!(
+            lease_state(Some(NOW - 0.5), NOW, Duration::ZERO),
+            Lease::Expired(0.5)
+        );
+    }
+
+    /// The decision table: Slurm's answer wins for Slurm job ids; the lease decides only
+    /// when Slurm was not asked, or for ids that are not Slurm's.
+    #[test]
+    fn decision_table() {
+        let jobs = Scheduler::Jobs(
+            ["42", "43", "100_3", "7"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        let down = Scheduler::Unavailable("squeue timed out".into());
+        let skip = Scheduler::Skipped;
+        let live = Lease::Live(30.0);
+        let grace = Lease::InGrace(30.0);
+        let old = Lease::Expired(7200.0);
+        let none = Lease::Missing;
+        #[rustfmt::skip]
+        let table: &[(&str, Lease, &Scheduler, bool, &str)] = &[
+            // Slurm asked: the job's presence decides, whatever the lease.
+            ("42", live, &jobs, false, "job 42 is still in Slurm (lease valid for 30s)"),
+            ("42", old, &jobs, false, "job 42 is still in Slurm (lease expired 2h ago, beyond the grace: its agent may have died)"),
+            ("42", none, &jobs, false, "job 42 is still in Slurm (no lease)"),
+            ("44", live, &jobs, true, "Slurm no longer runs job 44"),
+            ("44", none, &jobs, true, "Slurm no longer runs job 44"),
+            // An array task by its own job id (%A) or as ARRAY_TASK (%i).
+            ("7", old, &jobs, false, "job 7 is still in Slurm (lease expired 2h ago, beyond the grace: its agent may have died)"),
+            ("100_3", live, &jobs, false, "job 100_3 is still in Slurm (lease valid for 30s)"),
+            ("100_4", live, &jobs, true, "Slurm no longer runs job 100_4"),
+            // Not a Slurm job id: the lease decides even with Slurm's answer.
+            ("shared-server", live, &jobs, false, "job id `shared-server` is not a Slurm job id, so its lease decides: lease valid for 30s"),
+            ("shared-server", old, &jobs, true, "job id `shared-server` is not a Slurm job id, so its lease decides: lease expired 2h ago, beyond the grace"),
+            // Slurm not asked: leases decide; no lease means keep.
+            ("42", live, &down, false, "job 42: lease valid for 30s"),
+            ("42", grace, &down, false, "job 42: lease expired 30s ago, within the grace"),
+            ("42", old, &down, true, "job 42: lease expired 2h ago, beyond the grace"),
+            ("42", none, &down, false, "job 42: no lease"),
+            ("44", old, &skip, true, "job 44: lease expired 2h ago, beyond the grace"),
+            ("44", live, &skip, false, "job 44: lease valid for 30s"),
+        ];
+        for (id, lease, sched, delete, why) in table {
+            let v = decide(id, *lease, sched);
+            assert_eq!(
+                (v.delete, v.describe(id).as_str()),
+                (*delete, *why),
+                "{id} {lease:?} {sched:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn slurm_job_ids() {
+        for (id, want) in [
+            ("42", true),
+            ("4242_7", true),
+            ("4242+1", true),
+            ("", false),
+            ("_7", false),
+            ("42_", false),
+            ("demo", false),
+            ("42a", false),
+            ("4_2_3", false),
+        ] {
+            assert_eq!(is_slurm_job_id(id), want, "{id:?}");
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Only this agent's groups: its `job` label and a `slurm_job_id`, and the configured
+    /// cluster's when one is set.
+    #[test]
+    fn which_groups_are_ours() {
+        let cases: &[(&[(&str, &str)], Option<&str>, Option<&str>)] = &[
+            (
+                &[("job", "arkouda"), ("slurm_job_id", "42")],
+                None,
+                Some("42"),
+            ),
+            (
+                &[
+                    ("cluster", "c1"),
+                    ("job", "arkouda"),
+                    ("slurm_job_id", "42"),
+                ],
+                None,
+                Some("42"),
+            ),
+            (
+                &[
+                    ("cluster", "c1"),
+                    ("job", "arkouda"),
+                    ("slurm_job_id", "42"),
+                ],
+                Some("c1"),
+                Some("42"),
+            ),
+            (
+                &[
+                    ("cluster", "c2"),
+                    ("job", "arkouda"),
+                    ("slurm_job_id", "42"),
+                ],
+                Some("c1"),
+                None,
+            ),
+            (
+                &[("job", "arkouda"), ("slurm_job_id", "42")],
+                Some("c1"),
+                None,
+            ),
+            (&[("job", "arkouda")], None, None),
+            (&[("job", "node"), ("slurm_job_id", "42")], None, None),
+            (&[("instance", "db1"), ("job", "backup")], None, None),
+        ];
+        for (l, cluster, want) in cases {
+            let l = labels(l);
+            assert_eq!(ours(&l, "arkouda", *cluster), *want, "{l:?} {cluster:?}");
+        }
+    }
+
+    #[test]
+    fn printed_paths_follow_the_agents_label_order() {
+        let sorted = labels(&[
+            ("cluster", "c"),
+            ("job", "arkouda"),
+            ("site", "x"),
+            ("slurm_job_id", "4"),
+            ("a", "1"),
+        ]);
+        let key = GroupingKey::new("arkouda", agent_order(sorted));
+        assert_eq!(
+            key.path(),
+            "/metrics/job/arkouda/slurm_job_id/4/cluster/c/a/1/site/x"
+        );
+    }
+
+    #[test]
+    fn squeue_output() {
+        let out = "101 101\n200 199_1\n201 199_2\n  \n";
+        let ids = parse_squeue(out);
+        for id in ["101", "200", "199_1", "201", "199_2"] {
+            assert!(ids.contains(id), "{id}");
+        }
+        assert_eq!(ids.len(), 5);
+        assert!(parse_squeue("").is_empty());
+    }
+
+    /// A locale group without the agent's series takes its job's lease.
+    #[test]
+    fn leases_are_shared_within_a_job() {
+        let f = |pg: usize, id: &str, extra: &[(&str, &str)], lease: Option<f64>| Found {
+            pushgateway: pg,
+            job_id: id.to_string(),
+            labels: labels(&[&[("job", "arkouda"), ("slurm_job_id", id)][..], extra].concat()),
+            lease_expiry: lease,
+        };
+        let mut found = vec![
+            f(0, "1", &[], Some(100.0)),
+            f(0, "1", &[("locale", "3")], None),
+            f(1, "1", &[("locale", "3")], None),
+            f(0, "2", &[("locale", "0")], None),
+        ];
+        share_leases(&mut found);
+        let leases: Vec<Option<f64>> = found.iter().map(|f| f.lease_expiry).collect();
+        assert_eq!(leases, vec![Some(100.0), Some(100.0), None, None]);
+    }
+
+    #[test]
+    fn squeue_is_bounded_and_its_failures_are_reported() {
+        let dir = std::env::temp_dir().join(format!("apa-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = |name: &str, body: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = dir.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let ok = script("ok", "echo \"$@\" >&2; printf '5 5\\n6 4_1\\n'");
+        assert_eq!(
+            ask_squeue(&ok, Duration::from_secs(5)).unwrap(),
+            parse_squeue("5 5 6 4_1")
+        );
+        let hang = script("hang", "exec sleep 30");
+        let t = std::time::Instant::now();
+        let e = ask_squeue(&hang, Duration::from_millis(300)).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(
+            e.to_string().ends_with("did not answer within 300ms"),
+            "{e}"
+        );
+        let fail = script(
+            "fail",
+            "echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1",
+        );
+        let e = ask_squeue(&fail, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Unable to contact slurm controller"), "{e}");
+        let e = ask_squeue(&dir.join("missing"), Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot run "), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,409 @@
+//! A real single-node Slurm cluster for a test file: Debian's munged, slurmctld and slurmd,
+//! started under a temporary directory with their own key, socket, ports and job id range
+//! (the recipe of tests/slurm.rs and shared/docs/real-components.md), with the hooks the
+//! test names in slurm.conf. Used by tests/deb.rs (the installed package's hooks) and
+//! tests/sweep.rs (jobs that run and end, slurmctld stopped).
+//!
+//! Included with `#[path = "common/slurm.rs"] mod slurm_cluster;` next to `mod common;`, so
+//! the other test files do not compile it. Every daemon dies with the test (PDEATHSIG);
+//! Drop cancels the jobs, stops the daemons and kills by pid what still runs from the
+//! cluster's directory.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{eventually, free_port, Proc, TempDir};
+
+pub fn require(path: &str, package: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the Debian package {package} (scripts/test.sh does)"
+    );
+}
+
+pub fn write_file(path: &Path, text: &str, mode: u32) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn mkdir(path: &Path, mode: u32) {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn short_hostname() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    h.trim()
+        .split('.')
+        .next()
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+pub fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// A running (not zombie) process.
+#[derive(Clone, Debug)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub uid: u32,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<String>,
+}
+
+pub fn processes() -> Vec<ProcInfo> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        if matches!(state, None | Some('Z' | 'X')) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(format!("/proc/{pid}")) else {
+            continue;
+        };
+        out.push(ProcInfo {
+            pid,
+            uid: meta.uid(),
+            exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            argv: cmdline(pid),
+        });
+    }
+    out
+}
+
+pub fn kill9(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// What slurm.conf runs at a job's start and end (absolute paths; None: nothing).
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    pub prolog: Option<String>,
+    pub epilog: Option<String>,
+    pub epilog_slurmctld: Option<String>,
+}
+
+pub struct SlurmCluster {
+    pub name: String,
+    pub conf: PathBuf,
+    pub node: String,
+    /// munged, slurmctld, slurmd.
+    daemons: Vec<Option<Proc>>,
+    pub w: TempDir,
+}
+
+impl SlurmCluster {
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.w.path(p)
+    }
+
+    pub fn start(name: &str, hooks: &Hooks) -> SlurmCluster {
+        for (bin, pkg) in [
+            ("/usr/sbin/slurmctld", "slurm-wlm"),
+            ("/usr/sbin/slurmd", "slurm-wlm"),
+            ("/usr/bin/sbatch", "slurm-wlm"),
+            ("/usr/bin/squeue", "slurm-wlm"),
+            ("/usr/sbin/munged", "munge"),
+            ("/usr/sbin/mungekey", "munge"),
+            ("/usr/bin/timeout", "coreutils"),
+        ] {
+            require(bin, pkg);
+        }
+        let started = Instant::now();
+        let w = TempDir::new("slurm");
+        let p = |s: &str| w.path(s);
+        mkdir(&w.0, 0o755);
+        for d in ["munge", "etc", "state", "run", "log", "bin", "jobs", "work"] {
+            mkdir(&p(d), 0o755);
+        }
+        let node = short_hostname();
+        mkdir(&p(&format!("spool/slurmd-{node}")), 0o755);
+        let hook = |key: &str, v: &Option<String>| {
+            v.as_ref()
+                .map(|path| format!("{key}={path}\n"))
+                .unwrap_or_default()
+        };
+        let ctld_port = free_port();
+        let slurmd_port = free_port();
+        // A job id range of its own: concurrent clusters on this machine never share an id.
+        let first_job_id = 100_000 + fastrand::u32(0..800_000);
+        let conf = format!(
+            "ClusterName={name}
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={w}/munge/munge.sock
+StateSaveLocation={w}/state
+SlurmdSpoolDir={w}/spool/slurmd-%n
+SlurmctldPidFile={w}/run/slurmctld.pid
+SlurmdPidFile={w}/run/slurmd-%n.pid
+SlurmctldLogFile={w}/log/slurmctld.log
+SlurmdLogFile={w}/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+MailProg=/bin/true
+ReturnToService=2
+{prolog}{epilog}{epilog_ctld}PrologFlags=Alloc
+PrologEpilogTimeout=60
+InactiveLimit=0
+MinJobAge=600
+KillWait=5
+FirstJobId={first_job_id}
+SlurmdParameters=config_overrides
+NodeName={node} NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+",
+            w = w.0.display(),
+            prolog = hook("Prolog", &hooks.prolog),
+            epilog = hook("Epilog", &hooks.epilog),
+            epilog_ctld = hook("EpilogSlurmctld", &hooks.epilog_slurmctld),
+        );
+        let conf_path = p("etc/slurm.conf");
+        write_file(&conf_path, &conf, 0o644);
+
+        let status = Command::new("/usr/sbin/mungekey")
+            .args(["-c", "-k"])
+            .arg(p("munge/munge.key"))
+            .status()
+            .expect("mungekey");
+        assert!(status.success(), "mungekey failed");
+        let s = |x: PathBuf| x.display().to_string();
+        let mut daemons = vec![Some(daemon(
+            "munged",
+            "/usr/sbin/munged",
+            vec![
+                "-F".into(),
+                format!("--key-file={}", s(p("munge/munge.key"))),
+                format!("--socket={}", s(p("munge/munge.sock"))),
+                format!("--pid-file={}", s(p("munge/munged.pid"))),
+                format!("--log-file={}", s(p("munge/munged.log"))),
+                format!("--seed-file={}", s(p("munge/munged.seed"))),
+            ],
+        ))];
+        eventually(Duration::from_secs(10), "munged's socket", || {
+            if p("munge/munge.sock").exists() {
+                Ok(())
+            } else {
+                Err(std::fs::read_to_string(p("munge/munged.log")).unwrap_or_default())
+            }
+        });
+        let f = s(conf_path.clone());
+        daemons.push(Some(daemon(
+            "slurmctld",
+            "/usr/sbin/slurmctld",
+            vec!["-D".into(), "-i".into(), "-f".into(), f.clone()],
+        )));
+        daemons.push(Some(daemon(
+            "slurmd",
+            "/usr/sbin/slurmd",
+            vec!["-D".into(), "-f".into(), f],
+        )));
+        let cluster = SlurmCluster {
+            name: name.to_string(),
+            conf: conf_path,
+            node,
+            daemons,
+            w,
+        };
+        eventually(Duration::from_secs(30), "the node to be idle", || {
+            let (ok, out) = cluster.slurm("/usr/bin/sinfo", &["-h", "-o", "%T"]);
+            if ok && out.trim() == "idle" {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sinfo: {out}; slurmctld log: {}",
+                    cluster.tail("log/slurmctld.log")
+                ))
+            }
+        });
+        eprintln!("slurm cluster {name} up in {:?}", started.elapsed());
+        cluster
+    }
+
+    pub fn tail(&self, rel: &str) -> String {
+        let text = std::fs::read_to_string(self.path(rel)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Runs a Slurm client command, bounded (a client retries for a minute when it cannot
+    /// reach slurmctld). Returns (success, stdout + stderr).
+    pub fn slurm(&self, prog: &str, args: &[&str]) -> (bool, String) {
+        let out = Command::new("/usr/bin/timeout")
+            .arg("30")
+            .arg(prog)
+            .args(args)
+            .env("SLURM_CONF", &self.conf)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{prog}: {e}"));
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    /// Submits `script` (as root) with extra sbatch arguments; returns the job id.
+    pub fn submit(&self, name: &str, script: &str, args: &[&str]) -> String {
+        let path = self.path(&format!("jobs/{name}.sh"));
+        write_file(&path, script, 0o755);
+        let workdir = self.path(&format!("work/{name}"));
+        mkdir(&workdir, 0o755);
+        let out = Command::new("/usr/bin/sbatch")
+            .arg("--parsable")
+            .arg(format!("--job-name={name}"))
+            .arg(format!(
+                "--output={}",
+                self.path(&format!("jobs/{name}.out")).display()
+            ))
+            .arg(format!("--chdir={}", workdir.display()))
+            .args(args)
+            .arg(&path)
+            .env("SLURM_CONF", &self.conf)
+            .output()
+            .expect("sbatch");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "sbatch {name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = text
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()),
+            "{text}"
+        );
+        id
+    }
+
+    /// A job that runs until the file `stop` exists (then exits 0); `pre` runs first in
+    /// the background (e.g. the simulator as the job's Arkouda server).
+    pub fn waiting_job(&self, name: &str, pre: &str, args: &[&str]) -> (String, PathBuf) {
+        let stop = self.path(&format!("jobs/{name}.stop"));
+        let script = format!(
+            "#!/bin/bash\n{pre}\nwhile [ ! -e {stop} ]; do sleep 0.1; done\nkill -TERM $(jobs -p) 2>/dev/null\nwait\nexit 0\n",
+            stop = stop.display()
+        );
+        (self.submit(name, &script, args), stop)
+    }
+
+    pub fn job_field(&self, id: &str, field: &str) -> String {
+        let (_, out) = self.slurm("/usr/bin/scontrol", &["show", "job", "-o", id]);
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{field}=")))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn wait_state(&self, id: &str, states: &[&str], limit: Duration) -> String {
+        eventually(limit, &format!("job {id} to be {states:?}"), || {
+            let s = self.job_field(id, "JobState");
+            if states.contains(&s.as_str()) {
+                Ok(s)
+            } else {
+                Err(s)
+            }
+        })
+    }
+
+    /// Stops slurmctld (SIGTERM) and waits for it to exit.
+    pub fn stop_ctld(&mut self) {
+        if let Some(mut d) = self.daemons.get_mut(1).and_then(Option::take) {
+            d.signal("TERM");
+            d.wait_exit(Duration::from_secs(20));
+        }
+    }
+}
+
+/// A daemon that dies with the thread that started it (PR_SET_PDEATHSIG), so a killed
+/// test process leaves none behind; the orderly teardown is the cluster's Drop.
+fn daemon(name: &str, prog: &str, args: Vec<String>) -> Proc {
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    Proc::spawn(name, cmd, Stdio::null())
+}
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        // Orderly: cancel what runs, let the Epilogs run, then stop the daemons.
+        if self.daemons.get(1).is_some_and(Option::is_some) {
+            let _ = self.slurm("/usr/bin/scancel", &["--user=root"]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let (ok, out) = self.slurm("/usr/bin/squeue", &["-h", "-o", "%i"]);
+                if !ok || out.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        for d in self.daemons.iter().flatten() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(d.pid()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for d in self.daemons.iter_mut().flatten() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(d.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Anything left that a job started from the cluster's directory: kill it by pid.
+        let root = format!("{}/", self.w.0.display());
+        for p in processes() {
+            if p.argv.iter().take(2).any(|a| a.starts_with(&root))
+                && p.pid != std::process::id() as i32
+            {
+                kill9(p.pid);
+            }
+        }
+    }
+}
