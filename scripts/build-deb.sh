@@ -5,7 +5,8 @@
 #   3. the packaged /etc/arkouda-push-agent/config.toml: the commented example with
 #      [slurm] select = "none", so that no job gets an agent until the site opts jobs in,
 #   4. cargo deb --no-build (cargo-deb is installed if missing).
-# PROFILE=dev packages target/debug instead (the tests do: that binary is already built).
+# PROFILE=dev packages target/debug instead (the tests do: that binary is already built);
+# DEB_OUT=DIR writes the .deb there instead of target/debian.
 # Prints the path of the .deb on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +28,13 @@ if ((build)); then
     cargo build --profile "$profile" --bin arkouda-push-agent >&2
 fi
 
+# Generated into a directory of this run, then renamed into place file by file: another
+# build running at the same time never sees a missing or half-written asset.
 assets=target/deb-assets
-rm -rf "$assets"
 mkdir -p "$assets"
-cargo run --quiet --profile "$profile" --example gen-man -- "$assets" >/dev/null
+tmp=$(mktemp -d "$assets.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cargo run --quiet --profile "$profile" --example gen-man -- "$tmp" >/dev/null
 
 # The packaged config: the example, with no job selected. Fail loudly if the line moved.
 grep -qx 'select = "comment"' config/arkouda-push-agent.toml ||
@@ -42,9 +46,15 @@ grep -qx 'select = "comment"' config/arkouda-push-agent.toml ||
     echo '# /usr/share/doc/arkouda-push-agent/examples/arkouda-push-agent.toml.'
     echo '#'
     sed 's/^select = "comment"$/select = "none"/' config/arkouda-push-agent.toml
-} >"$assets/config.toml"
+} >"$tmp/config.toml"
+for f in "$tmp"/*; do
+    mv -f "$f" "$assets/"
+done
 
 args=(--no-build --no-dbgsym)
+if [ -n "${DEB_OUT:-}" ]; then
+    args+=(--output "$DEB_OUT")
+fi
 if [ "$profile" != release ]; then
     # A debug binary is >100 MB of symbols: strip it, or compressing takes minutes.
     args+=(--profile "$profile" --strip)

@@ -1894,6 +1894,20 @@ mod tests {
         );
     }
 
+    /// The README's configuration table has a row for every key.
+    #[test]
+    fn readme_documents_every_key() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for def in KEYS {
+            assert!(
+                readme.contains(&format!("| `{}` |", def.key)),
+                "README.md has no row for `{}`",
+                def.key
+            );
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));

@@ -519,7 +519,9 @@ mod tests {
     /// cluster's when one is set.
     #[test]
     fn which_groups_are_ours() {
-        let cases: &[(&[(&str, &str)], Option<&str>, Option<&str>)] = &[
+        // (grouping labels, configured cluster, the job id when the group is ours)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, Option<&'a str>);
+        let cases: &[Case] = &[
             (
                 &[("job", "arkouda"), ("slurm_job_id", "42")],
                 None,

@@ -85,6 +85,19 @@ fn package_processes(uid: Option<u32>) -> Vec<slurm_cluster::ProcInfo> {
         .collect()
 }
 
+/// An exclusive lock on a file under /run/lock, held while the package is on the machine.
+fn machine_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/lock/arkouda-push-agent-deb-test.lock")
+        .expect("open the lock file");
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock")
+}
+
 fn file_hash(path: &str) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
@@ -114,6 +127,9 @@ fn deb_install_slurm_lifecycle_and_purge() {
         "the package is built from target/debug"
     );
 
+    // One install at a time on this machine: another run of this suite (a developer's, at
+    // the same time) would purge the package from under this one.
+    let _machine = machine_lock();
     if installed() {
         eprintln!("{PKG} is installed: purging it first");
         purge();
@@ -122,10 +138,12 @@ fn deb_install_slurm_lifecycle_and_purge() {
 
     // Build.
     let t = Instant::now();
+    let out_dir = TempDir::new("deb");
     let (ok, out, err) = run(Command::new("/bin/bash")
         .arg(format!("{REPO}/scripts/build-deb.sh"))
         .arg("--no-build")
         .env("PROFILE", "dev")
+        .env("DEB_OUT", &out_dir.0)
         .current_dir(REPO));
     assert!(ok, "scripts/build-deb.sh: {out}{err}");
     let deb = PathBuf::from(out.lines().last().unwrap_or_default().trim());
