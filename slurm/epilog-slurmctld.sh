@@ -30,7 +30,7 @@ log() {
     /usr/bin/logger -t "$tag" -- "$hook: $1" 2>/dev/null
 }
 
-log "begin (job user ${SLURM_JOB_USER:-?}, nodes ${SLURM_JOB_NODELIST:-?})"
+log "begin (job user ${SLURM_JOB_USER:-?}, nodes ${SLURM_JOB_NODELIST:-${SLURM_NODELIST:-?}})"
 rc=
 if [ ! -x "$bin" ]; then
     log "agent binary $bin is missing or not executable: no agent for this job"

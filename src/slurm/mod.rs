@@ -45,3 +45,25 @@ pub async fn run_hook(
         Hook::EpilogSlurmctld => actions::epilog_slurmctld(settings, env).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The three hook scripts are one body with a different header (name and time limit):
+    /// each stays a single self-contained file so a site can drop it into `prolog.d/`, and
+    /// this test keeps the copies from drifting apart.
+    #[test]
+    fn hook_scripts_share_one_body() {
+        let body = |text: &str| -> String {
+            let start = text.find("\nbin=").expect("the shared body starts at bin=");
+            text[start..].to_string()
+        };
+        let prolog = include_str!("../../slurm/prolog.sh");
+        let epilog = include_str!("../../slurm/epilog.sh");
+        let ctld = include_str!("../../slurm/epilog-slurmctld.sh");
+        assert_eq!(body(prolog), body(epilog), "prolog.sh and epilog.sh differ below `bin=`");
+        assert_eq!(body(prolog), body(ctld), "prolog.sh and epilog-slurmctld.sh differ below `bin=`");
+        for (text, hook) in [(prolog, "prolog"), (epilog, "epilog"), (ctld, "epilog-slurmctld")] {
+            assert!(text.contains(&format!("\nhook={hook}\n")), "{hook}");
+        }
+    }
+}
