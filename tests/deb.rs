@@ -295,10 +295,35 @@ fn deb_install_slurm_lifecycle_and_purge() {
 
     installed_hooks_lifecycle(uid);
 
-    // Purge: no user, no config, no process, no binary.
+    // An agent still running at removal, as the package's user, detached (as a Prolog
+    // starts it): the prerm stops it, and it deletes its group on the way out.
+    require("/usr/bin/setpriv", "util-linux");
+    let pg = Pushgateway::start();
+    let (ok, out, err) = run(Command::new("/usr/bin/setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--clear-groups", "--"])
+        .arg(BIN)
+        .args([
+            "run",
+            "--daemonize",
+            "--job-id",
+            "4343",
+            "--interval",
+            "300ms",
+        ])
+        .args(["--pushgateway", &pg.url])
+        .arg(format!("--arkouda=tcp://127.0.0.1:{}", free_port()))
+        .env_clear());
+    assert!(ok, "the installed agent did not start: {out}{err}");
+    pg.wait_group("4343", "the running agent's group", |g| {
+        g.value("arkouda_up", &[]) == Some(0.0)
+    });
+    assert_eq!(package_processes(Some(uid)).len(), 1);
+
+    // Purge: no user, no config, no process, no binary, and the agent's group deleted.
     let t = Instant::now();
     purge();
     eprintln!("purged in {:?}", t.elapsed());
+    pg.wait_gone("4343", Duration::from_secs(5));
     assert!(!installed());
     assert!(user_entry().is_none(), "the user is gone");
     let (found, _, _) = run(Command::new("/usr/bin/getent").args(["group", USER]));
