@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every check and test of arkouda-push-agent, installing first what they need:
-# Debian's prometheus-pushgateway and prometheus (the tests run the real servers) and
-# cargo-nextest. Exits non-zero on the first failure. CI runs this through .ci/run.
+# Runs every check and test of arkouda-push-agent, installing first what they need: the
+# Debian packages of the real components the tests run (Pushgateway, Prometheus,
+# VictoriaMetrics, Slurm and munge, openssl/htpasswd for TLS and basic auth, man-db, dpkg,
+# systemd-analyze) and cargo-nextest and cargo-deb. Exits non-zero on the first failure.
+# CI runs this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -19,19 +19,21 @@
 //! hook does nothing: a crashed node).
 
 mod common;
+#[path = "common/slurm.rs"]
+mod slurm_cluster;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::PermissionsExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use arkouda_push_agent::slurm::actions::is_agent_of;
 use common::*;
+use slurm_cluster::{kill9, mkdir, processes, require, write_file, Hooks, ProcInfo, SlurmCluster};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const NOBODY_UID: u32 = 65534;
@@ -40,72 +42,11 @@ const PARALLEL: usize = 3;
 const JOB_START: Duration = Duration::from_secs(60);
 const HOOK_DONE: Duration = Duration::from_secs(40);
 
-fn require(path: &str, package: &str) {
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: install the Debian package {package} (scripts/test.sh does)"
-    );
-}
-
-fn write_file(path: &Path, text: &str, mode: u32) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn mkdir(path: &Path, mode: u32) {
-    std::fs::create_dir_all(path).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn short_hostname() -> String {
-    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    h.trim()
-        .split('.')
-        .next()
-        .unwrap_or("localhost")
-        .to_string()
-}
-
-fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-/// Running (not zombie) processes: (pid, uid, argv).
-fn processes() -> Vec<(i32, u32, Vec<String>)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.trim_start().chars().next());
-        if matches!(state, None | Some('Z' | 'X')) {
-            continue;
-        }
-        let Ok(meta) = std::fs::metadata(format!("/proc/{pid}")) else {
-            continue;
-        };
-        out.push((pid, meta.uid(), cmdline(pid)));
-    }
-    out
-}
-
 /// The agents running for `job_id` (`arkouda-push-agent run … --job-id ID`).
-fn agents_of(job_id: &str) -> Vec<(i32, u32, Vec<String>)> {
+fn agents_of(job_id: &str) -> Vec<ProcInfo> {
     processes()
         .into_iter()
-        .filter(|(_, _, argv)| is_agent_of(argv, job_id))
+        .filter(|p| is_agent_of(&p.argv, job_id))
         .collect()
 }
 
@@ -116,13 +57,6 @@ fn proc_field(pid: i32, n: usize) -> Option<i64> {
     rest.split_whitespace().nth(n - 3)?.parse().ok()
 }
 
-fn kill9(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
 /// One line of the hooks' log: `… arkouda-push-agent[JOB] HOOK: end rc=RC after MS ms`.
 #[derive(Debug, Clone)]
 struct HookEnd {
@@ -130,51 +64,40 @@ struct HookEnd {
     ms: u64,
 }
 
+/// The file's cluster (tests/common/slurm.rs) with the repository's hooks behind test
+/// wrappers, the partition `arkouda` beside `debug`, and the Pushgateways its configs name.
 struct Cluster {
-    name: String,
-    conf: PathBuf,
-    node: String,
+    /// First, so that it drops first: its teardown cancels the jobs and lets their Epilogs
+    /// reach the Pushgateway before that stops.
+    slurm: SlurmCluster,
     pg: Pushgateway,
     /// A Pushgateway that is down (refuses) and one that hangs (accepts, never answers);
     /// held for the configs that name them.
     _pg_down: FaultProxy,
     _pg_hang: FaultProxy,
-    daemons: Vec<Proc>,
     jobs_started: AtomicUsize,
     submit_lock: Mutex<()>,
-    w: TempDir,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = SlurmCluster;
+
+    fn deref(&self) -> &SlurmCluster {
+        &self.slurm
+    }
 }
 
 impl Cluster {
-    fn path(&self, p: &str) -> PathBuf {
-        self.w.path(p)
-    }
-
     fn start() -> Cluster {
-        for (bin, pkg) in [
-            ("/usr/sbin/slurmctld", "slurm-wlm"),
-            ("/usr/sbin/slurmd", "slurm-wlm"),
-            ("/usr/bin/sbatch", "slurm-wlm"),
-            ("/usr/sbin/munged", "munge"),
-            ("/usr/sbin/mungekey", "munge"),
-            ("/usr/bin/logger", "bsdutils"),
-            ("/usr/bin/timeout", "coreutils"),
-        ] {
-            require(bin, pkg);
-        }
+        require("/usr/bin/logger", "bsdutils");
         let started = Instant::now();
-        let w = TempDir::new("slurm");
+        let w = SlurmCluster::prepare_dir();
         let p = |s: &str| w.path(s);
         // Every directory on the way must be traversable by `nobody`, who runs the agent.
-        mkdir(&w.0, 0o755);
-        for d in [
-            "munge", "etc", "state", "run", "log", "hooks", "bin", "config", "jobs", "work",
-        ] {
+        for d in ["hooks", "config"] {
             mkdir(&p(d), 0o755);
         }
         mkdir(&p("locks"), 0o1777);
-        let node = short_hostname();
-        mkdir(&p(&format!("spool/slurmd-{node}")), 0o755);
 
         // The agent binary where `nobody` can run it; the simulator beside it, so that
         // every process this file starts has a path under `w` (the teardown finds them).
@@ -190,7 +113,6 @@ impl Cluster {
         let pg = Pushgateway::start();
         let pg_down = FaultProxy::start(pg.port(), ProxyMode::Refuse);
         let pg_hang = FaultProxy::start(pg.port(), ProxyMode::Stall);
-        let name = "apatest".to_string();
 
         let config = |pushgateway: &str, top: &str, slurm: &str| {
             format!(
@@ -286,221 +208,39 @@ exit "${{FAKE_EXIT:-0}}"
             0o755,
         );
 
-        let ctld_port = free_port();
-        let slurmd_port = free_port();
-        // A job id range of its own, so that concurrent test runs on this machine never
-        // share a job id (agents are found by `--job-id`, locks are per group).
-        let first_job_id = 100_000 + fastrand::u32(0..800_000);
-        let conf = format!(
-            "ClusterName={name}
-SlurmctldHost={node}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={w}/munge/munge.sock
-StateSaveLocation={w}/state
-SlurmdSpoolDir={w}/spool/slurmd-%n
-SlurmctldPidFile={w}/run/slurmctld.pid
-SlurmdPidFile={w}/run/slurmd-%n.pid
-SlurmctldLogFile={w}/log/slurmctld.log
-SlurmdLogFile={w}/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-MailProg=/bin/true
-ReturnToService=2
-Prolog={w}/hooks/prolog
-Epilog={w}/hooks/epilog
-EpilogSlurmctld={w}/hooks/epilog-slurmctld
-PrologFlags=Alloc
-PrologEpilogTimeout=60
-InactiveLimit=0
-MinJobAge=600
-KillWait=5
-FirstJobId={first_job_id}
-SlurmdParameters=config_overrides
-NodeName={node} NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-PartitionName=arkouda Nodes=ALL MaxTime=INFINITE State=UP
-",
-            w = w.0.display()
-        );
-        let conf_path = p("etc/slurm.conf");
-        write_file(&conf_path, &conf, 0o644);
-
-        let status = Command::new("/usr/sbin/mungekey")
-            .args(["-c", "-k"])
-            .arg(p("munge/munge.key"))
-            .status()
-            .expect("mungekey");
-        assert!(status.success(), "mungekey failed");
-
-        // Daemons die with this thread (PR_SET_PDEATHSIG), so a killed test process leaves
-        // none behind; the orderly teardown is Cluster's Drop.
-        let daemon = |name: &str, prog: &str, args: Vec<String>| {
-            let mut cmd = Command::new(prog);
-            cmd.args(args);
-            unsafe {
-                cmd.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                        .map_err(std::io::Error::from)
-                });
-            }
-            Proc::spawn(name, cmd, Stdio::null())
+        let hook = |h: &str| Some(format!("{}/hooks/{h}", w.0.display()));
+        let hooks = Hooks {
+            prolog: hook("prolog"),
+            epilog: hook("epilog"),
+            epilog_slurmctld: hook("epilog-slurmctld"),
         };
-        let s = |x: PathBuf| x.display().to_string();
-        let mut daemons = vec![daemon(
-            "munged",
-            "/usr/sbin/munged",
-            vec![
-                "-F".into(),
-                format!("--key-file={}", s(p("munge/munge.key"))),
-                format!("--socket={}", s(p("munge/munge.sock"))),
-                format!("--pid-file={}", s(p("munge/munged.pid"))),
-                format!("--log-file={}", s(p("munge/munged.log"))),
-                format!("--seed-file={}", s(p("munge/munged.seed"))),
-            ],
-        )];
-        eventually(Duration::from_secs(10), "munged's socket", || {
-            if p("munge/munge.sock").exists() {
-                Ok(())
-            } else {
-                Err(std::fs::read_to_string(p("munge/munged.log")).unwrap_or_default())
-            }
-        });
-        let f = s(conf_path.clone());
-        daemons.push(daemon(
-            "slurmctld",
-            "/usr/sbin/slurmctld",
-            vec!["-D".into(), "-i".into(), "-f".into(), f.clone()],
-        ));
-        daemons.push(daemon(
-            "slurmd",
-            "/usr/sbin/slurmd",
-            vec!["-D".into(), "-f".into(), f],
-        ));
         let cluster = Cluster {
-            name,
-            conf: conf_path,
-            node,
+            slurm: SlurmCluster::start_in(w, "apatest", &hooks, &["arkouda"]),
             pg,
             _pg_down: pg_down,
             _pg_hang: pg_hang,
-            daemons,
             jobs_started: AtomicUsize::new(0),
             submit_lock: Mutex::new(()),
-            w,
         };
-        eventually(Duration::from_secs(30), "the node to be idle", || {
-            let (ok, out) = cluster.slurm("/usr/bin/sinfo", &["-h", "-o", "%T"]);
-            if ok && out.trim() == "idle" {
-                Ok(())
-            } else {
-                Err(format!(
-                    "sinfo: {out}; slurmctld log: {}",
-                    cluster.tail("log/slurmctld.log")
-                ))
-            }
-        });
-        eprintln!("slurm cluster up in {:?}", started.elapsed());
+        eprintln!("slurm cluster and its hooks up in {:?}", started.elapsed());
         cluster
-    }
-
-    fn tail(&self, rel: &str) -> String {
-        let text = std::fs::read_to_string(self.path(rel)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Runs a Slurm client command (bounded: a client retries for a minute when it cannot
-    /// reach slurmctld). Returns (success, stdout + stderr).
-    fn slurm(&self, prog: &str, args: &[&str]) -> (bool, String) {
-        let out = Command::new("/usr/bin/timeout")
-            .arg("30")
-            .arg(prog)
-            .args(args)
-            .env("SLURM_CONF", &self.conf)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{prog}: {e}"));
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
     }
 
     fn submit(&self, job: &JobSpec) -> String {
         let _serial = self.submit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let script = self.path(&format!("jobs/{}.sh", job.name));
-        write_file(&script, &job.script, 0o755);
-        let workdir = self.path(&format!("work/{}", job.name));
-        mkdir(&workdir, 0o755);
-        let mut cmd = Command::new("/usr/bin/sbatch");
-        cmd.arg("--parsable")
-            .arg(format!("--job-name={}", job.name))
-            .arg(format!(
-                "--output={}",
-                self.path(&format!("jobs/{}.out", job.name)).display()
-            ))
-            .arg(format!("--chdir={}", workdir.display()))
-            .env("SLURM_CONF", &self.conf);
+        let mut args = Vec::new();
         if let Some(c) = &job.comment {
-            cmd.arg(format!("--comment={c}"));
+            args.push(format!("--comment={c}"));
         }
         if let Some(part) = job.partition {
-            cmd.arg(format!("--partition={part}"));
+            args.push(format!("--partition={part}"));
         }
-        for (k, v) in &job.env {
-            cmd.env(k, v);
-        }
-        let out = cmd.arg(&script).output().expect("sbatch");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "sbatch {}: {}{}",
-            job.name,
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = text
-            .trim()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            id.chars().all(|c| c.is_ascii_digit()) && !id.is_empty(),
-            "{text}"
-        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let id = self
+            .slurm
+            .submit_env(&job.name, &job.script, &args, &job.env);
         self.jobs_started.fetch_add(1, Ordering::SeqCst);
         id
-    }
-
-    fn job_field(&self, id: &str, field: &str) -> String {
-        let (_, out) = self.slurm("/usr/bin/scontrol", &["show", "job", "-o", id]);
-        out.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{field}=")))
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    fn wait_state(&self, id: &str, states: &[&str], limit: Duration) -> String {
-        eventually(limit, &format!("job {id} to be {states:?}"), || {
-            let s = self.job_field(id, "JobState");
-            if states.contains(&s.as_str()) {
-                Ok(s)
-            } else {
-                Err(s)
-            }
-        })
     }
 
     fn hook_lines(&self, id: &str, hook: &str) -> Vec<String> {
@@ -650,7 +390,7 @@ PartitionName=arkouda Nodes=ALL MaxTime=INFINITE State=UP
                     other => Err(format!("{other:?}")),
                 },
             );
-        let (pid, uid, argv) = agents;
+        let ProcInfo { pid, uid, argv, .. } = agents;
         assert_eq!(uid, NOBODY_UID, "the agent runs as slurm.run_as: {argv:?}");
         assert_eq!(
             proc_field(pid, 6),
@@ -714,41 +454,6 @@ exit 0
             env: Vec::new(),
         });
         SimJob { id, stop, replies }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Orderly: cancel what runs, let the Epilogs stop their agents, then the daemons.
-        let _ = self.slurm("/usr/bin/scancel", &["--user=root"]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let (ok, out) = self.slurm("/usr/bin/squeue", &["-h", "-o", "%i"]);
-            if !ok || out.trim().is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        for d in &self.daemons {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(d.pid()),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        for d in &mut self.daemons {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(d.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        // Anything left that this file started runs a program under `w`: kill it by pid.
-        let root = format!("{}/", self.w.0.display());
-        for (pid, _, argv) in processes() {
-            if argv.iter().take(2).any(|a| a.starts_with(&root)) && pid != std::process::id() as i32
-            {
-                kill9(pid);
-            }
-        }
     }
 }
 
@@ -992,7 +697,7 @@ fn two_jobs_at_once(c: &Cluster) {
     c.wait_live_group(&a.id, 2, &c.group_labels(&a.id));
     c.wait_live_group(&b.id, 4, &c.group_labels(&b.id));
     for (j, name) in [(&a, "two-a"), (&b, "two-b")] {
-        let argv = &agents_of(&j.id)[0].2;
+        let argv = &agents_of(&j.id)[0].argv;
         let want = c.path(&format!("work/{name}/arkouda-{}.connection-info", j.id));
         assert!(
             argv.windows(2)
@@ -1077,7 +782,10 @@ fn arkouda_srun_exit_code(c: &Cluster) {
     assert_eq!(seen_port.trim(), port.to_string());
     let agents = agents_of(&id);
     assert_eq!(agents.len(), 1, "{agents:?}");
-    assert!(agents[0].2.iter().any(|a| a == "--watch-pid"), "{agents:?}");
+    assert!(
+        agents[0].argv.iter().any(|a| a == "--watch-pid"),
+        "{agents:?}"
+    );
     // Not selected by the site's rule: the Prolog started nothing, arkouda-srun did.
     assert!(c.hook_log(&id, "prolog").contains("no agent for this job"));
     write_file(&stop, "", 0o644);

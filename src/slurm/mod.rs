@@ -60,9 +60,21 @@ mod tests {
         let prolog = include_str!("../../slurm/prolog.sh");
         let epilog = include_str!("../../slurm/epilog.sh");
         let ctld = include_str!("../../slurm/epilog-slurmctld.sh");
-        assert_eq!(body(prolog), body(epilog), "prolog.sh and epilog.sh differ below `bin=`");
-        assert_eq!(body(prolog), body(ctld), "prolog.sh and epilog-slurmctld.sh differ below `bin=`");
-        for (text, hook) in [(prolog, "prolog"), (epilog, "epilog"), (ctld, "epilog-slurmctld")] {
+        assert_eq!(
+            body(prolog),
+            body(epilog),
+            "prolog.sh and epilog.sh differ below `bin=`"
+        );
+        assert_eq!(
+            body(prolog),
+            body(ctld),
+            "prolog.sh and epilog-slurmctld.sh differ below `bin=`"
+        );
+        for (text, hook) in [
+            (prolog, "prolog"),
+            (epilog, "epilog"),
+            (ctld, "epilog-slurmctld"),
+        ] {
             assert!(text.contains(&format!("\nhook={hook}\n")), "{hook}");
         }
     }

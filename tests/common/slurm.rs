@@ -1,8 +1,9 @@
 //! A real single-node Slurm cluster for a test file: Debian's munged, slurmctld and slurmd,
 //! started under a temporary directory with their own key, socket, ports and job id range
-//! (the recipe of tests/slurm.rs and shared/docs/real-components.md), with the hooks the
-//! test names in slurm.conf. Used by tests/deb.rs (the installed package's hooks) and
-//! tests/sweep.rs (jobs that run and end, slurmctld stopped).
+//! (the recipe of shared/docs/real-components.md), with the hooks the test names in
+//! slurm.conf. Used by tests/slurm.rs (the repository's hooks behind test wrappers, an
+//! extra partition), tests/deb.rs (the installed package's hooks) and tests/sweep.rs (jobs
+//! that run and end, slurmctld stopped).
 //!
 //! Included with `#[path = "common/slurm.rs"] mod slurm_cluster;` next to `mod common;`, so
 //! the other test files do not compile it. Every daemon dies with the test (PDEATHSIG);
@@ -122,7 +123,17 @@ impl SlurmCluster {
         self.w.path(p)
     }
 
+    /// A cluster named `name` whose slurm.conf runs `hooks`, with the one partition `debug`.
     pub fn start(name: &str, hooks: &Hooks) -> SlurmCluster {
+        SlurmCluster::start_in(SlurmCluster::prepare_dir(), name, hooks, &[])
+    }
+
+    /// Checks that the packages are installed and makes the cluster's directory (mode 755,
+    /// as every directory on the way must be traversable by an unprivileged agent) with its
+    /// layout: `munge`, `etc`, `state`, `run`, `log`, `bin`, `jobs`, `work` and the spool.
+    /// A test adds its own files there (hook wrappers, configs, binaries) before
+    /// [`SlurmCluster::start_in`].
+    pub fn prepare_dir() -> TempDir {
         for (bin, pkg) in [
             ("/usr/sbin/slurmctld", "slurm-wlm"),
             ("/usr/sbin/slurmd", "slurm-wlm"),
@@ -134,15 +145,24 @@ impl SlurmCluster {
         ] {
             require(bin, pkg);
         }
-        let started = Instant::now();
         let w = TempDir::new("slurm");
-        let p = |s: &str| w.path(s);
         mkdir(&w.0, 0o755);
         for d in ["munge", "etc", "state", "run", "log", "bin", "jobs", "work"] {
-            mkdir(&p(d), 0o755);
+            mkdir(&w.path(d), 0o755);
         }
+        mkdir(
+            &w.path(&format!("spool/slurmd-{}", short_hostname())),
+            0o755,
+        );
+        w
+    }
+
+    /// Starts the cluster in `w` (from [`SlurmCluster::prepare_dir`]): the partition
+    /// `debug` (the default) and one more for each of `partitions`, all on the one node.
+    pub fn start_in(w: TempDir, name: &str, hooks: &Hooks, partitions: &[&str]) -> SlurmCluster {
+        let started = Instant::now();
+        let p = |s: &str| w.path(s);
         let node = short_hostname();
-        mkdir(&p(&format!("spool/slurmd-{node}")), 0o755);
         let hook = |key: &str, v: &Option<String>| {
             v.as_ref()
                 .map(|path| format!("{key}={path}\n"))
@@ -188,11 +208,15 @@ FirstJobId={first_job_id}
 SlurmdParameters=config_overrides
 NodeName={node} NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-",
+{partitions}",
             w = w.0.display(),
             prolog = hook("Prolog", &hooks.prolog),
             epilog = hook("Epilog", &hooks.epilog),
             epilog_ctld = hook("EpilogSlurmctld", &hooks.epilog_slurmctld),
+            partitions = partitions
+                .iter()
+                .map(|part| format!("PartitionName={part} Nodes=ALL MaxTime=INFINITE State=UP\n"))
+                .collect::<String>(),
         );
         let conf_path = p("etc/slurm.conf");
         write_file(&conf_path, &conf, 0o644);
@@ -280,6 +304,18 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     /// Submits `script` (as root) with extra sbatch arguments; returns the job id.
     pub fn submit(&self, name: &str, script: &str, args: &[&str]) -> String {
+        self.submit_env(name, script, args, &[])
+    }
+
+    /// As [`SlurmCluster::submit`], with variables added to sbatch's environment (which
+    /// the job inherits).
+    pub fn submit_env(
+        &self,
+        name: &str,
+        script: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> String {
         let path = self.path(&format!("jobs/{name}.sh"));
         write_file(&path, script, 0o755);
         let workdir = self.path(&format!("work/{name}"));
@@ -295,6 +331,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             .args(args)
             .arg(&path)
             .env("SLURM_CONF", &self.conf)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("sbatch");
         let text = String::from_utf8_lossy(&out.stdout);
