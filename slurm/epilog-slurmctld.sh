@@ -2,7 +2,7 @@
 # arkouda-push-agent EpilogSlurmctld: on the controller, at the end of every job, deletes the
 # groups of a selected job: the backstop for a node that crashed before its Epilog ran.
 #
-#   slurm.conf:  EpilogSlurmctld=/usr/lib/arkouda-push-agent/slurm/epilog-slurmctld.sh
+#   slurm.conf:  EpilogSlurmctld=/usr/libexec/arkouda-push-agent/epilog-slurmctld   (as the Debian package installs it)
 #
 # Thin on purpose: every decision is `arkouda-push-agent slurm epilog-slurmctld`, where it is
 # tested. Runs as root with no PATH, so every command is an absolute path. Needs neither

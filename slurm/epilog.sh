@@ -2,7 +2,7 @@
 # arkouda-push-agent Slurm Epilog: stops the job's metrics agent (which deletes its group),
 # SIGKILLs it after a bounded wait, then always deletes the job's groups as a backstop.
 #
-#   slurm.conf:  Epilog=/usr/lib/arkouda-push-agent/slurm/epilog.sh   (or copy into epilog.d/)
+#   slurm.conf:  Epilog=/usr/libexec/arkouda-push-agent/epilog   (as the Debian package installs it; or copy into epilog.d/)
 #
 # Thin on purpose: every decision is `arkouda-push-agent slurm epilog`, where it is tested.
 # Runs as root with no PATH, so every command is an absolute path. Always exits 0: a

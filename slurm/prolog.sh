@@ -2,7 +2,7 @@
 # arkouda-push-agent Slurm Prolog: starts the job's metrics agent when the site's [slurm]
 # rule selects the job (comment marker, all jobs, or partitions), on the job's first node.
 #
-#   slurm.conf:  Prolog=/usr/lib/arkouda-push-agent/slurm/prolog.sh   (or copy into prolog.d/)
+#   slurm.conf:  Prolog=/usr/libexec/arkouda-push-agent/prolog   (as the Debian package installs it; or copy into prolog.d/)
 #                PrologFlags=Alloc
 #
 # Thin on purpose: every decision is `arkouda-push-agent slurm prolog`, where it is tested.
@@ -10,7 +10,7 @@
 # failing Prolog drains the node; trouble is logged instead (syslog, tag
 # arkouda-push-agent[JOBID], or the file $ARKOUDA_PUSH_AGENT_HOOK_LOG when set).
 hook=prolog
-limit=4 # seconds for the binary (killed 1 s later); slurmd's budget here is 5 s
+limit=3 # seconds for the binary (killed 1 s later): the whole Prolog stays within 5 s
 
 bin=${ARKOUDA_PUSH_AGENT_BIN:-/usr/bin/arkouda-push-agent}
 export ARKOUDA_PUSH_AGENT_CONFIG=${ARKOUDA_PUSH_AGENT_CONFIG:-/etc/arkouda-push-agent/config.toml}

@@ -16,24 +16,14 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session};
-use crate::config::{Layout, PushgatewayMode, Resolved, ServerLocation, Settings};
+use crate::config::{Layout, Resolved, ServerLocation, Settings};
 use crate::sinks::listen::Listen;
-use crate::sinks::pushgateway::{self, GroupingKey, Payload, PushError, Pushgateway};
+use crate::sinks::pushgateway::{GroupingKey, Payload, PushError, Pushgateway};
 use crate::sinks::remote_write::{self, RemoteWrite, RemoteWriteError};
 use crate::translate::{self, AgentStats};
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The grouping key of a job: `job`, `slurm_job_id`, `cluster` when known, then the
-/// configured static labels (sorted).
-pub fn grouping_key(settings: &Settings, job_id: &str) -> GroupingKey {
-    let mut labels = vec![("slurm_job_id".to_string(), job_id.to_string())];
-    if let Some(c) = &settings.cluster {
-        labels.push(("cluster".to_string(), c.clone()));
-    }
-    labels.extend(settings.labels.iter().cloned());
-    GroupingKey::new(&settings.job, labels)
-}
+pub use crate::groups::{delete_job, grouping_key, job_pushgateways, pushgateways};
+pub use crate::VERSION;
 
 fn session(settings: &Settings) -> Session {
     let location = match &settings.server {
@@ -56,39 +46,6 @@ fn session(settings: &Settings) -> Session {
     };
     let release = settings.arkouda_release.as_deref().and_then(Release::parse);
     Session::new(location, opts, release)
-}
-
-/// Every listed Pushgateway (`delete`, `check` and the Slurm backstops act on all).
-pub fn pushgateways(settings: &Settings) -> Result<Vec<Pushgateway>, PushError> {
-    settings
-        .pushgateway
-        .iter()
-        .map(|url| pushgateway(settings, url))
-        .collect()
-}
-
-/// The Pushgateways a job pushes to: in shard mode the one its job id hashes to, in `all`
-/// mode every one.
-pub fn job_pushgateways(settings: &Settings, job_id: &str) -> Result<Vec<Pushgateway>, PushError> {
-    let mut all = pushgateways(settings)?;
-    if settings.pushgateway_mode == PushgatewayMode::Shard && all.len() > 1 {
-        let i = pushgateway::shard(job_id, all.len());
-        return Ok(vec![all.swap_remove(i)]);
-    }
-    Ok(all)
-}
-
-fn pushgateway(settings: &Settings, url: &str) -> Result<Pushgateway, PushError> {
-    Pushgateway::new(pushgateway::Options {
-        url: url.to_string(),
-        timeout: settings.push_timeout,
-        username: settings.pushgateway_username.clone(),
-        password: settings.pushgateway_password.clone(),
-        bearer_token: settings.pushgateway_bearer_token.clone(),
-        ca_file: settings.pushgateway_ca_file.clone(),
-        insecure_skip_verify: settings.pushgateway_insecure_skip_verify,
-        user_agent: format!("arkouda-push-agent/{VERSION}"),
-    })
 }
 
 fn unix_ms() -> i64 {
@@ -397,7 +354,7 @@ impl Agent {
             },
             &self.ctx,
         );
-        self.stats.skipped_records_total += t.unmapped;
+        let unmapped = t.unmapped;
         for kind in t.unmapped_kinds {
             if self.reported_unknown.insert(kind.clone()) {
                 tracing::warn!(what = %kind, "no metric maps this record; skipping it (counted in arkouda_agent_skipped_records_total)");
@@ -425,6 +382,8 @@ impl Agent {
                 listen.update(Bytes::from(self.scrape_body.clone().into_bytes()));
             }
         }
+        // Only now: both translations above count this cycle's unmapped records themselves.
+        self.stats.skipped_records_total += unmapped;
         ok
     }
 
@@ -449,6 +408,13 @@ impl Agent {
             .filter(|k| !payloads.iter().any(|(p, _)| p == *k))
             .cloned()
             .collect();
+        // Remember every group before pushing it: a SIGTERM can end this cycle half-way,
+        // and the final delete must still find each group that may exist.
+        for (k, _) in &payloads {
+            if !self.groups.contains(k) {
+                self.groups.push(k.clone());
+            }
+        }
         let results = futures_util::future::join_all(self.targets.iter().map(|t| {
             let (payloads, gone) = (&payloads, &gone);
             async move {
@@ -467,14 +433,8 @@ impl Agent {
             self.note_push(i, r);
         }
         if pushed {
+            // The vanished groups were deleted everywhere: forget them.
             self.groups = payloads.into_iter().map(|(k, _)| k).collect();
-        } else {
-            // Keep every group that may exist, so the final delete removes it.
-            for (k, _) in payloads {
-                if !self.groups.contains(&k) {
-                    self.groups.push(k);
-                }
-            }
         }
         // One line per cycle, at debug level only: what benches/compare.sh reads.
         tracing::debug!(
@@ -538,20 +498,43 @@ impl Agent {
 }
 
 /// `run`: cycles until `shutdown` fires, then deletes the group within the deadline.
-pub async fn run(settings: Settings, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+///
+/// With `--daemonize`, `readiness` tells the waiting caller: ready once everything that can
+/// fail at start (the HTTP clients, the listen address) is up, or why not.
+pub async fn run(
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+    mut readiness: Option<crate::process::Readiness>,
+) -> anyhow::Result<()> {
     let job_id = settings.require_job_id()?.to_string();
     let interval = settings.interval;
     let shutdown_timeout = settings.shutdown_timeout;
     let watch_pid = settings.watch_pid;
     let listen_addr = settings.listen.clone();
     let no_push = settings.no_push;
-    let mut agent = Agent::new(settings, &job_id)?;
-    agent.start_remote_write()?;
-    if let Some(addr) = listen_addr {
-        let listen = Listen::start(&addr, interval).await?;
-        tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz");
-        agent.serve(listen);
+    let started = async {
+        let mut agent = Agent::new(settings, &job_id)?;
+        agent.start_remote_write()?;
+        if let Some(addr) = listen_addr {
+            let listen = Listen::start(&addr, interval).await?;
+            tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz");
+            agent.serve(listen);
+        }
+        Ok::<Agent, anyhow::Error>(agent)
     }
+    .await;
+    let mut agent = match (started, readiness.as_mut()) {
+        (Ok(agent), Some(r)) => {
+            r.ready();
+            agent
+        }
+        (Ok(agent), None) => agent,
+        (Err(e), Some(r)) => {
+            r.fail(&format!("{e:#}"));
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
     tracing::info!(
         version = VERSION,
         group = %agent.key().path(),
@@ -641,65 +624,6 @@ pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
     }
     let pushed = outcome.pushed || (agent.settings.no_push && !agent.remote_write.is_empty());
     Ok(outcome.polled && pushed && written)
-}
-
-/// `delete --job-id`: deletes every group of this job (any other grouping labels) that the
-/// Pushgateway holds. Returns how many it deleted.
-pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
-    let job_id = settings.require_job_id()?;
-    let deadline = Instant::now() + settings.shutdown_timeout;
-    let mut deleted = 0;
-    let mut failed: Vec<String> = Vec::new();
-    // Every listed Pushgateway, whatever the mode (the job's shard may have moved with a
-    // changed list); one that is down does not stop the others.
-    for pgw in pushgateways(settings)? {
-        match delete_job_on(settings, job_id, &pgw, deadline).await {
-            Ok(0) => println!("no group of job {job_id} in {}", pgw.url()),
-            Ok(n) => deleted += n,
-            Err(e) => {
-                eprintln!("arkouda-push-agent: {e}");
-                failed.push(pgw.url().to_string());
-            }
-        }
-    }
-    if !failed.is_empty() {
-        anyhow::bail!("could not clean job {job_id} on {}", failed.join(", "));
-    }
-    Ok(deleted)
-}
-
-async fn delete_job_on(
-    settings: &Settings,
-    job_id: &str,
-    pgw: &Pushgateway,
-    deadline: Instant,
-) -> Result<usize, PushError> {
-    let groups = pgw.groups(deadline).await?;
-    let mut deleted = 0;
-    for g in groups {
-        let label = |name: &str| {
-            g.labels
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        // Another cluster's job of the same id on a shared Pushgateway is not ours.
-        let other_cluster = settings
-            .cluster
-            .as_deref()
-            .is_some_and(|c| label("cluster") != Some(c));
-        if label("job") != Some(settings.job.as_str())
-            || label("slurm_job_id") != Some(job_id)
-            || other_cluster
-        {
-            continue;
-        }
-        let key = GroupingKey::new(&settings.job, g.labels.clone());
-        pgw.delete(&key, deadline).await?;
-        println!("deleted {}{}", pgw.url(), key.path());
-        deleted += 1;
-    }
-    Ok(deleted)
 }
 
 /// `check`: prints the resolved configuration, then tries both ends.

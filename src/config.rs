@@ -1263,6 +1263,7 @@ impl Settings {
         }
         for p in [
             &mut self.pushgateway_ca_file,
+            &mut self.remote_write.ca_file,
             &mut self.log_file,
             &mut self.pid_file,
             &mut self.lock_dir,

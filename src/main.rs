@@ -66,14 +66,17 @@ fn init_logging(level: &str, file: Option<&Path>, stamped: bool) -> Result<(), S
     Ok(())
 }
 
-/// What `run` holds for its whole life: the group lock and the pid file.
+/// What `run` holds for its whole life: the group lock and the pid file; and, with
+/// --daemonize, the pipe to the waiting caller, answered once the agent is up.
 struct RunGuards {
     _lock: process::GroupLock,
     _pid_file: Option<process::PidFile>,
+    readiness: Option<process::Readiness>,
 }
 
 /// The steps of `run` that must happen before any thread exists: detach, lock the group,
-/// write the pid file, open the log. With --daemonize the caller is told only now.
+/// write the pid file, open the log. A failure here is told to a --daemonize caller at
+/// once; success only once `agent::run` is up.
 fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
     let mut readiness = if settings.daemonize {
         Some(process::daemonize().map_err(|e| e.to_string())?)
@@ -96,15 +99,21 @@ fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
         Ok(RunGuards {
             _lock: lock,
             _pid_file: pid_file,
+            readiness: None,
         })
     })();
-    if let Some(r) = readiness.as_mut() {
-        match &result {
-            Ok(_) => r.ready(),
-            Err(e) => r.fail(e),
+    match result {
+        Ok(mut guards) => {
+            guards.readiness = readiness;
+            Ok(guards)
+        }
+        Err(e) => {
+            if let Some(r) = readiness.as_mut() {
+                r.fail(&e);
+            }
+            Err(e)
         }
     }
-    result
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
@@ -140,7 +149,7 @@ fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
-    let _guards = if matches!(cli.command, Command::Run(_)) {
+    let mut guards = if matches!(cli.command, Command::Run(_)) {
         match prepare_run(&settings) {
             Ok(g) => Some(g),
             Err(e) => return fail(&anyhow::anyhow!(e)),
@@ -180,7 +189,8 @@ fn main() -> ExitCode {
             (Command::Run(_), Some(rx)) => {
                 // A daemon's stderr is /dev/null: its last word must reach its log file too.
                 let logs_to_file = settings.log_file.is_some();
-                match agent::run(settings, rx).await {
+                let readiness = guards.as_mut().and_then(|g| g.readiness.take());
+                match agent::run(settings, rx, readiness).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         if logs_to_file {

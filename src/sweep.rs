@@ -295,7 +295,7 @@ pub fn ask_squeue(path: &Path, timeout: Duration) -> Result<HashSet<String>, Squ
     let stderr = err.join().unwrap_or_default();
     if !status.success() {
         let mut stderr = stderr.trim().replace('\n', "; ");
-        stderr.truncate(300);
+        crate::text::truncate_chars(&mut stderr, 300);
         return Err(SqueueError::Failed {
             path: path.to_path_buf(),
             status: status.to_string(),
@@ -315,7 +315,7 @@ fn unix_now() -> f64 {
 /// `sweep`: prints one line per group of this agent (deleted or kept, with the reason)
 /// and a summary. Ok(false) when a Pushgateway could not be listed or a delete failed.
 pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
-    let pgws = crate::agent::pushgateways(settings)?;
+    let pgws = crate::groups::pushgateways(settings)?;
     let mut ok = true;
     let mut found = Vec::new();
     let mut others = 0usize;

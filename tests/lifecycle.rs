@@ -368,6 +368,16 @@ fn daemonize_with_pid_and_log_file() {
         err.contains("cannot write the pid file /nonexistent/dir/agent.pid"),
         "{err}"
     );
+
+    // So does one that fails later in its start (the listen address is taken): the caller
+    // is told only once the agent is up.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut busy = run_args(&pg, "daemon3", &endpoint);
+    busy.extend(["--daemonize", "--listen", &addr]);
+    let (code, _, err) = run_agent(&busy);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
 
 /// `--watch-pid`: the agent ends, deleting its group, when the watched process exits.

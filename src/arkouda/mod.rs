@@ -23,7 +23,6 @@ use protocol::ArgStyle;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     Endpoint(String),
-    /// The host comes from the connection-info file, the port is the metrics port.
     /// The host comes from the connection-info file, the port is the metrics port;
     /// `fallback_host` is used while the file does not exist.
     ConnectionInfo {

@@ -177,7 +177,7 @@ pub fn parse_reply(frame: &[u8]) -> Result<Reply, ProtocolError> {
         .ok_or(ProtocolError::MissingField("msgType"))?;
     if msg_type == "ERROR" {
         let mut m = msg.to_string();
-        m.truncate(200);
+        crate::text::truncate_chars(&mut m, 200);
         return Err(ProtocolError::ServerError(m));
     }
     Ok(Reply {

@@ -293,7 +293,7 @@ impl Pushgateway {
             return Ok(resp);
         }
         let mut text = resp.text().await.unwrap_or_default();
-        text.truncate(300);
+        crate::text::truncate_chars(&mut text, 300);
         Err(PushError::Status {
             op,
             url: url.to_string(),

@@ -451,12 +451,7 @@ async fn send_once(
     if status.is_success() {
         return Ok(());
     }
-    // At most 300 bytes of the answer, cut on a character boundary.
-    let cut = (0..=text.len().min(300))
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0);
-    text.truncate(cut);
+    crate::text::truncate_chars(&mut text, 300);
     Err(RemoteWriteError::Status {
         url: url.to_string(),
         status: status.as_u16(),

@@ -211,7 +211,9 @@ fn write_new_file(path: &Path, text: &str) -> Result<(), ActionError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        // The job's environment may hold secrets a site wrapper set (a Pushgateway
+        // password); systemd reads EnvironmentFile= as root.
+        .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .map_err(io_err("create", path))?;
@@ -483,7 +485,7 @@ async fn backstop_delete(settings: &Settings, job_id: &str, budget: Duration) ->
     s.shutdown_timeout = budget;
     s.push_timeout = s.push_timeout.min(budget);
     let hard = budget + Duration::from_millis(500);
-    match tokio::time::timeout(hard, crate::agent::delete_job(&s)).await {
+    match tokio::time::timeout(hard, crate::groups::delete_job(&s)).await {
         Ok(Ok(n)) => {
             tracing::info!(deleted = n, job_id, "backstop delete done");
             true
