@@ -78,7 +78,8 @@ pub fn lock_path(dir: &Path, group_path: &str) -> PathBuf {
 /// An exclusive lock held for the life of the process (the kernel drops it at exit, so a
 /// killed agent never leaves a stale lock).
 pub struct GroupLock {
-    file: File,
+    // Held, never read: the lock lives as long as this descriptor.
+    _file: File,
 }
 
 impl GroupLock {
@@ -110,14 +111,7 @@ impl GroupLock {
         // Record the holder (best effort: a read-only open cannot, and need not).
         let _ = file.set_len(0);
         let _ = write!(file, "{}", std::process::id());
-        Ok(GroupLock { file })
-    }
-
-    /// Re-records the holder's pid (after a fork the holder changed).
-    pub fn record_pid(&mut self) {
-        let _ = self.file.set_len(0);
-        let _ = std::io::Seek::rewind(&mut self.file);
-        let _ = write!(self.file, "{}", std::process::id());
+        Ok(GroupLock { _file: file })
     }
 }
 

@@ -69,8 +69,6 @@ pub struct Poll {
     /// Present once SERVER_INFO was read after the latest (re)connect.
     pub server_info: Option<Arc<ServerInfo>>,
     pub release: Option<Release>,
-    /// True when this poll followed a (re)connect.
-    pub reconnected: bool,
 }
 
 pub struct Session {
@@ -167,8 +165,7 @@ impl Session {
     }
 
     fn poll_inner(&mut self) -> Result<Poll, PollError> {
-        let reconnected = !self.connected;
-        if reconnected {
+        if !self.connected {
             self.handshake()?;
         }
         let reply = self.client.request("metrics", Some("ALL"), self.style)?;
@@ -187,7 +184,6 @@ impl Session {
             records,
             server_info: self.server_info.clone(),
             release: self.release,
-            reconnected,
         })
     }
 }
