@@ -768,21 +768,7 @@ impl Reader<'_> {
             .iter()
             .map(|u| check_remote_write_url(u).map_err(|e| self.invalid("remote_write", e)))
             .collect::<Result<Vec<_>, _>>()?;
-        let bearer_token = self.secret("remote_write_bearer_token")?;
-        let password = self.secret("remote_write_password")?;
-        let username = self.nonempty("remote_write_username")?;
-        if password.is_some() && username.is_none() {
-            return Err(ConfigError::Missing {
-                key: "remote_write_username".to_string(),
-                hint: "a remote-write password is set but no user name".to_string(),
-            });
-        }
-        if bearer_token.is_some() && username.is_some() {
-            return Err(self.invalid(
-                "remote_write_username",
-                "set either basic auth or a bearer token, not both",
-            ));
-        }
+        let (username, password, bearer_token) = self.http_auth("remote_write", "remote-write")?;
         Ok(RemoteWriteSettings {
             urls,
             username,
@@ -795,6 +781,32 @@ impl Reader<'_> {
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(120),
         })
+    }
+
+    /// `<prefix>_username`, `<prefix>_password` and `<prefix>_bearer_token` of one HTTP
+    /// endpoint: basic auth or a bearer token, not both, and no password without a user.
+    fn http_auth(
+        &self,
+        prefix: &str,
+        what: &str,
+    ) -> Result<(Option<String>, Option<Secret>, Option<Secret>), ConfigError> {
+        let user_key = format!("{prefix}_username");
+        let bearer = self.secret(&format!("{prefix}_bearer_token"))?;
+        let password = self.secret(&format!("{prefix}_password"))?;
+        let username = self.nonempty(&user_key)?;
+        if password.is_some() && username.is_none() {
+            return Err(ConfigError::Missing {
+                key: user_key,
+                hint: format!("a {what} password is set but no user name"),
+            });
+        }
+        if bearer.is_some() && username.is_some() {
+            return Err(self.invalid(
+                &user_key,
+                "set either basic auth or a bearer token, not both",
+            ));
+        }
+        Ok((username, password, bearer))
     }
 
     fn slurm(&self) -> Result<SlurmSettings, ConfigError> {
@@ -1155,21 +1167,7 @@ impl Settings {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(r.invalid("log_level", "expected error, warn, info, debug or trace"));
         }
-        let bearer = r.secret("pushgateway_bearer_token")?;
-        let password = r.secret("pushgateway_password")?;
-        let username = r.nonempty("pushgateway_username")?;
-        if password.is_some() && username.is_none() {
-            return Err(ConfigError::Missing {
-                key: "pushgateway_username".to_string(),
-                hint: "a Pushgateway password is set but no user name".to_string(),
-            });
-        }
-        if bearer.is_some() && username.is_some() {
-            return Err(r.invalid(
-                "pushgateway_username",
-                "set either basic auth or a bearer token, not both",
-            ));
-        }
+        let (username, password, bearer) = r.http_auth("pushgateway", "Pushgateway")?;
 
         let interval = r.duration(
             "interval",
