@@ -637,6 +637,13 @@ pub struct RemoteWriteSettings {
 /// Labels the agent sets itself; a static label may not take these names.
 pub const RESERVED_LABELS: &[&str] = &["job", "slurm_job_id", "cluster", "locale"];
 
+/// The auth keys of one HTTP endpoint.
+struct HttpAuth {
+    username: Option<String>,
+    password: Option<Secret>,
+    bearer: Option<Secret>,
+}
+
 struct Reader<'a> {
     resolved: &'a Resolved,
     /// Warnings found while reading, logged once logging is up.
@@ -768,7 +775,11 @@ impl Reader<'_> {
             .iter()
             .map(|u| check_remote_write_url(u).map_err(|e| self.invalid("remote_write", e)))
             .collect::<Result<Vec<_>, _>>()?;
-        let (username, password, bearer_token) = self.http_auth("remote_write", "remote-write")?;
+        let HttpAuth {
+            username,
+            password,
+            bearer: bearer_token,
+        } = self.http_auth("remote_write", "remote-write")?;
         Ok(RemoteWriteSettings {
             urls,
             username,
@@ -785,11 +796,7 @@ impl Reader<'_> {
 
     /// `<prefix>_username`, `<prefix>_password` and `<prefix>_bearer_token` of one HTTP
     /// endpoint: basic auth or a bearer token, not both, and no password without a user.
-    fn http_auth(
-        &self,
-        prefix: &str,
-        what: &str,
-    ) -> Result<(Option<String>, Option<Secret>, Option<Secret>), ConfigError> {
+    fn http_auth(&self, prefix: &str, what: &str) -> Result<HttpAuth, ConfigError> {
         let user_key = format!("{prefix}_username");
         let bearer = self.secret(&format!("{prefix}_bearer_token"))?;
         let password = self.secret(&format!("{prefix}_password"))?;
@@ -806,7 +813,11 @@ impl Reader<'_> {
                 "set either basic auth or a bearer token, not both",
             ));
         }
-        Ok((username, password, bearer))
+        Ok(HttpAuth {
+            username,
+            password,
+            bearer,
+        })
     }
 
     fn slurm(&self) -> Result<SlurmSettings, ConfigError> {
@@ -1167,7 +1178,11 @@ impl Settings {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(r.invalid("log_level", "expected error, warn, info, debug or trace"));
         }
-        let (username, password, bearer) = r.http_auth("pushgateway", "Pushgateway")?;
+        let HttpAuth {
+            username,
+            password,
+            bearer,
+        } = r.http_auth("pushgateway", "Pushgateway")?;
 
         let interval = r.duration(
             "interval",
