@@ -773,7 +773,9 @@ impl Reader<'_> {
         let urls = self
             .list("remote_write")?
             .iter()
-            .map(|u| check_remote_write_url(u).map_err(|e| self.invalid("remote_write", e)))
+            .map(|u| {
+                check_http_url(u, "remote_write", true).map_err(|e| self.invalid("remote_write", e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let HttpAuth {
             username,
@@ -1050,7 +1052,11 @@ fn parse_endpoint(s: &str, default_port: u16) -> Result<String, String> {
     Ok(format!("tcp://{host}:{port}"))
 }
 
-fn check_pushgateway_url(s: &str) -> Result<String, String> {
+/// An http(s) URL with a host and no password in it (it would show in `ps` and logs; the
+/// password goes in `<prefix>_password_file` or the environment). A Pushgateway URL takes
+/// no query (its paths are grouping keys); a remote-write URL may (receivers take options
+/// there, e.g. VictoriaMetrics' `extra_label`).
+fn check_http_url(s: &str, prefix: &str, allow_query: bool) -> Result<String, String> {
     let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("expected an http:// or https:// URL".to_string());
@@ -1059,37 +1065,24 @@ fn check_pushgateway_url(s: &str) -> Result<String, String> {
         return Err("the URL has no host".to_string());
     }
     if url.password().is_some() {
-        return Err(
-            "a password in the URL would show in `ps` and logs; use pushgateway_password_file or ARKOUDA_PUSH_AGENT_PUSHGATEWAY_PASSWORD"
-                .to_string(),
-        );
+        return Err(format!(
+            "a password in the URL would show in `ps` and logs; use {prefix}_password_file or ARKOUDA_PUSH_AGENT_{}_PASSWORD",
+            prefix.to_uppercase()
+        ));
     }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("the URL must not have a query or fragment".to_string());
+    if url.fragment().is_some() || (!allow_query && url.query().is_some()) {
+        let what = if allow_query {
+            "a fragment"
+        } else {
+            "a query or fragment"
+        };
+        return Err(format!("the URL must not have {what}"));
     }
-    Ok(url.as_str().trim_end_matches('/').to_string())
-}
-
-/// A remote-write URL: http(s), a host, no password (it would show in `ps` and logs). A
-/// query is allowed (receivers take options there, e.g. VictoriaMetrics' `extra_label`).
-fn check_remote_write_url(s: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("expected an http:// or https:// URL".to_string());
-    }
-    if url.host_str().is_none() {
-        return Err("the URL has no host".to_string());
-    }
-    if url.password().is_some() {
-        return Err(
-            "a password in the URL would show in `ps` and logs; use remote_write_password_file or ARKOUDA_PUSH_AGENT_REMOTE_WRITE_PASSWORD"
-                .to_string(),
-        );
-    }
-    if url.fragment().is_some() {
-        return Err("the URL must not have a fragment".to_string());
-    }
-    Ok(url.to_string())
+    Ok(if allow_query {
+        url.to_string()
+    } else {
+        url.as_str().trim_end_matches('/').to_string()
+    })
 }
 
 impl Settings {
@@ -1142,7 +1135,9 @@ impl Settings {
         let pushgateway = r
             .list("pushgateway")?
             .iter()
-            .map(|u| check_pushgateway_url(u).map_err(|e| r.invalid("pushgateway", e)))
+            .map(|u| {
+                check_http_url(u, "pushgateway", false).map_err(|e| r.invalid("pushgateway", e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if pushgateway.is_empty() {
             return Err(r.invalid("pushgateway", "must name at least one Pushgateway"));

@@ -38,23 +38,9 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
-fn need(bin: &str) {
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} is missing: install the Debian package prometheus (scripts/test.sh does)"
-    );
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
 /// Runs promtool; returns (success, combined output).
 fn promtool(args: &[&str]) -> (bool, String) {
-    need(PROMTOOL);
+    need(PROMTOOL, "prometheus");
     let out = Command::new(PROMTOOL)
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -159,7 +145,7 @@ struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus with `config` (written next to a copy of the shipped rules).
     fn start(config: &str) -> Prometheus {
-        need(PROMETHEUS);
+        need(PROMETHEUS, "prometheus");
         let dir = TempDir::new("prometheus");
         let cfg = dir.path("prometheus.yml");
         std::fs::write(&cfg, config).expect("write prometheus.yml");

@@ -31,20 +31,6 @@ const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 const LOCALES: usize = 3;
 const USERS: &str = "alice,bob";
 
-fn need(bin: &str, package: &str) {
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} is missing: install the Debian package {package} (scripts/test.sh does)"
-    );
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
 /// One series of a query answer, with its newest sample.
 #[derive(Clone, Debug)]
 struct Sample {

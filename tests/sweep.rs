@@ -8,18 +8,11 @@ mod common;
 mod slurm_cluster;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arkouda_push_agent::translate::AGENT_LEASE;
 use common::*;
 use slurm_cluster::{Hooks, SlurmCluster};
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// A group as this agent would push it, with only a lease (same HELP and TYPE as the
 /// agent's, or the Pushgateway would refuse the agent's pushes).

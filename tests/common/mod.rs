@@ -594,3 +594,19 @@ impl Drop for FaultProxy {
 pub fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
+
+/// Fails loudly when a component the test runs is not installed.
+pub fn need(bin: &str, package: &str) {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: install the Debian package {package} (scripts/test.sh does)"
+    );
+}
+
+/// Unix time in seconds.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
