@@ -15,12 +15,14 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// An Arkouda release, as the `YYYY.MM.DD` date of its tag.
+/// An Arkouda release, as the `YYYY.MM.DD` date of its tag and, for the four-part tags
+/// of a fix release (`v2026.02.02.1`), its number after the date (0 otherwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Release {
     pub year: u16,
     pub month: u8,
     pub day: u8,
+    pub fix: u16,
 }
 
 impl Release {
@@ -30,11 +32,17 @@ impl Release {
     pub const NO_OBJTYPE: Release = Release::new(2024, 10, 2);
 
     pub const fn new(year: u16, month: u8, day: u8) -> Self {
-        Release { year, month, day }
+        Release {
+            year,
+            month,
+            day,
+            fix: 0,
+        }
     }
 
-    /// Parses `v2024.10.02`, `2024.10.02` and development versions such as
-    /// `v2022.07.28+42.g3e299b22.dirty` (which count as their base release).
+    /// Parses `v2024.10.02`, `2024.10.02`, four-part fix tags (`v2026.02.02.1`) and
+    /// development versions such as `v2022.07.28+42.g3e299b22.dirty` (which count as their
+    /// base release).
     pub fn parse(s: &str) -> Option<Release> {
         let s = s.trim();
         let s = s.strip_prefix('v').unwrap_or(s);
@@ -43,6 +51,7 @@ impl Release {
         let year: u16 = parts.next()?.parse().ok()?;
         let month: u8 = parts.next()?.parse().ok()?;
         let day: u8 = parts.next().map_or(Some(1), |d| d.parse().ok())?;
+        let fix: u16 = parts.next().map_or(Some(0), |f| f.parse().ok())?;
         if parts.next().is_some()
             || !(2019..=2999).contains(&year)
             || !(1..=12).contains(&month)
@@ -50,7 +59,12 @@ impl Release {
         {
             return None;
         }
-        Some(Release::new(year, month, day))
+        Some(Release {
+            year,
+            month,
+            day,
+            fix,
+        })
     }
 
     /// How this release wants `metrics` arguments.
@@ -67,14 +81,19 @@ impl Release {
 
 impl fmt::Display for Release {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{:04}.{:02}.{:02}", self.year, self.month, self.day)
+        write!(f, "v{:04}.{:02}.{:02}", self.year, self.month, self.day)?;
+        if self.fix > 0 {
+            write!(f, ".{}", self.fix)?;
+        }
+        Ok(())
     }
 }
 
 /// The shape of a request's `args`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgStyle {
-    /// v2022.08.x: `args` is the bare category name and there is no `size` field.
+    /// v2022.08.x: `args` is the bare category name, `size` is -1 (the request record
+    /// declares `size` in every release, and the client of that era always sends -1).
     Bare,
     /// v2022.09.30 – v2024.06.21: JSON parameter objects with `objType`.
     JsonWithObjType,
@@ -89,20 +108,92 @@ struct Request<'a> {
     cmd: &'a str,
     format: &'a str,
     args: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    size: Option<i64>,
+    /// Declared by the server's request record in every release: a request without it
+    /// ends the metrics daemon for good (docs/arkouda-protocol.md).
+    size: i64,
 }
 
+/// A parameter, its keys in the order the Python client of each era writes them.
 #[derive(Serialize)]
 struct Param<'a> {
     key: &'a str,
-    dtype: &'a str,
-    val: &'a str,
     #[serde(rename = "objType", skip_serializing_if = "Option::is_none")]
     obj_type: Option<&'a str>,
+    dtype: &'a str,
+    val: &'a str,
 }
 
-/// The request frame for `cmd`, with an optional `category` parameter.
+/// JSON as Python's `json.dumps` writes it by default: `", "` and `": "` between items,
+/// every non-ASCII character as a `\uXXXX` escape. The server reads compact JSON as well;
+/// writing the real client's bytes exactly leaves nothing to chance
+/// (tests/fixtures/arkouda-frames holds the real client's frames of each era).
+struct PythonJson;
+
+/// Python's item separator, before every item but the first.
+fn item_separator<W: ?Sized + std::io::Write>(w: &mut W, first: bool) -> std::io::Result<()> {
+    if first {
+        Ok(())
+    } else {
+        w.write_all(b", ")
+    }
+}
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        item_separator(w, first)
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        item_separator(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        if fragment.is_ascii() {
+            return w.write_all(fragment.as_bytes());
+        }
+        let mut units = [0u16; 2];
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                w.write_all(&[c as u8])?;
+            } else {
+                for u in c.encode_utf16(&mut units) {
+                    write!(w, "\\u{u:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn python_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonJson);
+    // Serializing these plain structs of strings cannot fail.
+    if value.serialize(&mut ser).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// The request frame for `cmd`, with an optional `category` parameter, byte for byte as
+/// the real Python client of `style`'s era sends it. Without a parameter: `args` "" and
+/// `size` -1, as every client sends `connect` (and `getconfig` up to v2022.10).
 pub fn request(
     user: &str,
     token: &str,
@@ -111,30 +202,29 @@ pub fn request(
     style: ArgStyle,
 ) -> Vec<u8> {
     let (args, size) = match (category, style) {
-        (None, ArgStyle::Bare) => (String::new(), None),
-        (None, _) => (String::new(), Some(-1)),
-        (Some(c), ArgStyle::Bare) => (c.to_string(), None),
+        (None, _) => (String::new(), -1),
+        (Some(c), ArgStyle::Bare) => (c.to_string(), -1),
         (Some(c), style) => {
             let param = Param {
                 key: "category",
+                obj_type: (style == ArgStyle::JsonWithObjType).then_some("VALUE"),
                 dtype: "str",
                 val: c,
-                obj_type: (style == ArgStyle::JsonWithObjType).then_some("VALUE"),
             };
             // args is a JSON array of JSON-encoded strings, as the Python client sends it.
-            let inner = serde_json::to_string(&param).unwrap_or_default();
-            (serde_json::to_string(&[inner]).unwrap_or_default(), Some(1))
+            let inner = String::from_utf8(python_json(&param)).unwrap_or_default();
+            let list = String::from_utf8(python_json(&[inner])).unwrap_or_default();
+            (list, 1)
         }
     };
-    let req = Request {
+    python_json(&Request {
         user,
         token,
         cmd,
         format: "STRING",
         args: &args,
         size,
-    };
-    serde_json::to_vec(&req).unwrap_or_default()
+    })
 }
 
 /// What is wrong with a reply.
@@ -720,6 +810,13 @@ mod tests {
             Release::parse("v2022.07.28+42.g3e299b22.dirty"),
             Some(Release::new(2022, 7, 28))
         );
+        let fix = Release::parse("v2026.02.02.1").unwrap();
+        assert_eq!((fix.year, fix.month, fix.day, fix.fix), (2026, 2, 2, 1));
+        assert_eq!(fix.to_string(), "v2026.02.02.1");
+        assert!(fix > Release::new(2026, 2, 2) && fix < Release::new(2026, 2, 3));
+        assert_eq!(Release::new(2024, 10, 2).to_string(), "v2024.10.02");
+        assert_eq!(Release::parse("v2026.02.02.x"), None);
+        assert_eq!(Release::parse("v2026.02.02.1.7"), None);
         assert_eq!(Release::parse("garbage"), None);
         assert_eq!(Release::parse("1999"), None);
         let style = |s: &str| Release::parse(s).unwrap().arg_style();
@@ -736,23 +833,99 @@ mod tests {
         let r = |style| String::from_utf8(request("u", "", "metrics", Some("ALL"), style)).unwrap();
         assert_eq!(
             r(ArgStyle::Json),
-            r#"{"user":"u","token":"","cmd":"metrics","format":"STRING","args":"[\"{\\\"key\\\":\\\"category\\\",\\\"dtype\\\":\\\"str\\\",\\\"val\\\":\\\"ALL\\\"}\"]","size":1}"#
+            r#"{"user": "u", "token": "", "cmd": "metrics", "format": "STRING", "args": "[\"{\\\"key\\\": \\\"category\\\", \\\"dtype\\\": \\\"str\\\", \\\"val\\\": \\\"ALL\\\"}\"]", "size": 1}"#
         );
-        assert!(r(ArgStyle::JsonWithObjType).contains(r#"\\\"objType\\\":\\\"VALUE\\\""#));
+        assert!(r(ArgStyle::JsonWithObjType)
+            .contains(r#"\\\"category\\\", \\\"objType\\\": \\\"VALUE\\\", \\\"dtype"#));
         assert_eq!(
             r(ArgStyle::Bare),
-            r#"{"user":"u","token":"","cmd":"metrics","format":"STRING","args":"ALL"}"#
+            r#"{"user": "u", "token": "", "cmd": "metrics", "format": "STRING", "args": "ALL", "size": -1}"#
         );
         let g = String::from_utf8(request("u", "t", "getconfig", None, ArgStyle::Json)).unwrap();
         assert_eq!(
             g,
-            r#"{"user":"u","token":"t","cmd":"getconfig","format":"STRING","args":"","size":-1}"#
+            r#"{"user": "u", "token": "t", "cmd": "getconfig", "format": "STRING", "args": "", "size": -1}"#
+        );
+        // Non-ASCII as Python escapes it (a surrogate pair beyond the BMP).
+        let u = String::from_utf8(request(
+            "jos\u{e9}\u{1F600}",
+            "",
+            "connect",
+            None,
+            ArgStyle::Json,
+        ))
+        .unwrap();
+        assert!(
+            u.starts_with(r#"{"user": "jos\u00e9\ud83d\ude00", "#),
+            "{u}"
         );
         // The args string decodes back to the parameter the server expects.
         let v: Value = serde_json::from_str(&r(ArgStyle::Json)).unwrap();
         let list: Vec<String> = serde_json::from_str(v["args"].as_str().unwrap()).unwrap();
         let p: Value = serde_json::from_str(&list[0]).unwrap();
         assert_eq!(p["val"], "ALL");
+    }
+
+    /// The agent's frames against the real Python client's, captured at each tag
+    /// (tests/fixtures/arkouda-frames, made by scripts/capture-client-frames.py).
+    #[test]
+    fn frames_equal_the_real_clients() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arkouda-frames");
+        let mut tags = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let fixture: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let tag = fixture["tag"].as_str().unwrap().to_string();
+            let frame = |name: &str| fixture["frames"][name].as_str().unwrap().to_string();
+            let user = fixture["user"].as_str().unwrap();
+            let style = Release::parse(&tag).unwrap().arg_style();
+            let ours = |cmd, cat| String::from_utf8(request(user, "", cmd, cat, style)).unwrap();
+            assert_eq!(
+                ours("metrics", Some("ALL")),
+                frame("metrics_ALL"),
+                "{tag}: metrics ALL"
+            );
+            assert_eq!(
+                ours("metrics", Some("SERVER_INFO")),
+                frame("metrics_SERVER_INFO"),
+                "{tag}: metrics SERVER_INFO"
+            );
+            assert_eq!(ours("connect", None), frame("connect"), "{tag}: connect");
+            // getconfig: the agent sends it before it knows the release, in the form
+            // every client sends `connect` (args "", size -1: nothing to parse in any
+            // release); clients from v2022.11.10 send args "[]", size 0 (also unparsed).
+            let getconfig = ours("getconfig", None);
+            let real = frame("getconfig");
+            if real.contains(r#""args": "", "size": -1"#) {
+                assert_eq!(getconfig, real, "{tag}: getconfig");
+            } else {
+                assert_eq!(
+                    getconfig.replace(r#""args": "", "size": -1"#, r#""args": "[]", "size": 0"#),
+                    real,
+                    "{tag}: getconfig"
+                );
+            }
+            tags.push(tag);
+        }
+        tags.sort();
+        // One fixture per era at least: bare args, objType, without objType, four-part tag.
+        for want in [
+            "v2022.08.30",
+            "v2022.09.30",
+            "v2024.06.21",
+            "v2024.10.02",
+            "v2026.02.02.1",
+        ] {
+            assert!(
+                tags.iter().any(|t| t == want),
+                "no fixture for {want}: {tags:?}"
+            );
+        }
     }
 
     #[test]
