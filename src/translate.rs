@@ -440,11 +440,17 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
         if let Some(info) = snap.server_info {
             server_info(&mut b, info, ctx);
         }
+        // From v2024.10.02 NUM_ERRORS is its `total` record alone (always 0): it then
+        // becomes the one error series, so the error panels show 0 rather than no data,
+        // and `sum(arkouda_errors_total)` is the server's error total in every release.
+        let error_classes = records
+            .iter()
+            .any(|r| r.category == Category::NumErrors && r.name != TOTAL);
         for r in records {
             let mapped = if ctx.legacy_names {
                 legacy_record(&mut b, r, &ctx.server_name)
             } else {
-                record(&mut b, r)
+                record(&mut b, r, error_classes)
             };
             // `total` rows are dropped on purpose, not skipped.
             if !mapped && r.name != TOTAL {
@@ -551,8 +557,13 @@ const TOTAL: &str = "total";
 const MEMORY_USED: &str = "arkouda_memory_used_per_locale";
 const PERCENT_MEMORY_USED: &str = "arkouda_percent_memory_used_per_locale";
 
-/// Adds the series of one record; false when nothing maps to it.
-fn record(b: &mut Builder<'_>, r: &Record) -> bool {
+/// The `error_type` of the error series made from NUM_ERRORS' `total` record when the
+/// server sends no class records (every release from v2024.10.02).
+pub const ALL_ERRORS: &str = "all";
+
+/// Adds the series of one record; false when nothing maps to it. `error_classes`: this
+/// cycle's NUM_ERRORS has records per error class (so its `total` is not exported).
+fn record(b: &mut Builder<'_>, r: &Record, error_classes: bool) -> bool {
     let cmd = [("command", r.name.as_str())];
     match (&r.category, &r.scope) {
         (Category::NumRequests, Scope::Global) if r.name != TOTAL => b.add(REQUESTS, &cmd, r.value),
@@ -569,6 +580,9 @@ fn record(b: &mut Builder<'_>, r: &Record) -> bool {
         }
         (Category::NumErrors, Scope::Global) if r.name != TOTAL => {
             b.add(ERRORS, &[("error_type", r.name.as_str())], r.value)
+        }
+        (Category::NumErrors, Scope::Global) if !error_classes => {
+            b.add(ERRORS, &[("error_type", ALL_ERRORS)], r.value)
         }
         (Category::System, Scope::Locale(l)) if r.name == MEMORY_USED => {
             b.add(LOCALE_MEMORY, &[("locale", l.num.as_str())], r.value)
@@ -795,8 +809,9 @@ mod tests {
                 ),
             ),
             (
+                // Alone (every release from v2024.10.02): the one error series.
                 rec("total", NumErrors, g.clone(), 0.0),
-                None,
+                Some(r#"arkouda_errors_total{error_type="all"} 0"#),
                 Some(r#"arkouda_total_number_of_errors{arkouda_server_name="srv"} 0"#),
             ),
             (
@@ -851,6 +866,38 @@ mod tests {
                 assert_eq!(got, want, "record {r:?}, legacy {legacy_names}");
             }
         }
+    }
+
+    #[test]
+    fn error_total_only_without_classes() {
+        use Category::NumErrors;
+        let rec = |name: &str, value| Record {
+            name: name.into(),
+            category: NumErrors,
+            scope: Scope::Global,
+            value,
+        };
+        let ctx = Context::default();
+        let errors = |recs: &[Record]| {
+            let snap = Snapshot {
+                records: Some(recs),
+                server_info: None,
+                agent: &agent(),
+            };
+            samples(&families(&snap, &ctx), "arkouda_errors")
+        };
+        // v2024.04.19 – v2024.06.21 after an error: the classes, and no `total` beside them.
+        assert_eq!(
+            errors(&[rec("IllegalArgumentError", 2.0), rec("total", 2.0)]),
+            vec![r#"arkouda_errors_total{error_type="IllegalArgumentError"} 2"#]
+        );
+        // v2024.10.02 on (and v2024.04.19 before any error): `total` alone.
+        assert_eq!(
+            errors(&[rec("total", 0.0)]),
+            vec![r#"arkouda_errors_total{error_type="all"} 0"#]
+        );
+        // Before v2024.04.19: no NUM_ERRORS, no error series.
+        assert!(errors(&[]).is_empty());
     }
 
     #[test]
