@@ -632,7 +632,7 @@ fn remote_write_end_to_end() {
                 &format!("{}: job {job}'s series to end", r.name),
                 || match r.query_at(&format!("{{slurm_job_id=\"{job}\"}}"), now()) {
                     Ok(s) if s.is_empty() => Ok(()),
-                    Ok(s) => Err(format!("{} series left", s.len())),
+                    Ok(s) => Err(format!("{} series left: {s:?}", s.len())),
                     Err(e) => Err(e),
                 },
             );

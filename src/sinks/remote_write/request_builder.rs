@@ -4,7 +4,9 @@
 //! It also remembers which series it has written and not yet ended, so it can end them
 //! with a staleness marker: in the next request for a series that vanished between two
 //! cycles (a command or locale gone), as Prometheus does for a scrape, and for all of
-//! them at job end.
+//! them at job end. The end request also marks again every series that vanished during
+//! the job: the request that carried its first marker may have been shed by a full queue
+//! while a receiver was down, and the series would then linger for five minutes.
 
 use std::collections::HashSet;
 
@@ -39,6 +41,8 @@ pub struct RequestBuilder {
     grouping: Vec<Label>,
     /// Series written and not yet ended (their full, sorted label sets).
     live: HashSet<Vec<Label>>,
+    /// Series that vanished during the job (marked once already), marked again at the end.
+    vanished: HashSet<Vec<Label>>,
     /// The last timestamp used: a later request never goes back in time, even if the
     /// wall clock does (a receiver rejects an out-of-order sample, and Prometheus then
     /// rolls back the whole request).
@@ -57,6 +61,7 @@ impl RequestBuilder {
                 })
                 .collect(),
             live: HashSet::new(),
+            vanished: HashSet::new(),
             last_ms: i64::MIN,
             compressor: snap::raw::Encoder::new(),
         }
@@ -120,6 +125,10 @@ impl RequestBuilder {
         let samples = series.len();
         let mut ended: Vec<Vec<Label>> = self.live.difference(&current).cloned().collect();
         ended.sort();
+        for labels in &current {
+            self.vanished.remove(labels);
+        }
+        self.vanished.extend(ended.iter().cloned());
         let stale_markers = ended.len();
         series.extend(ended.into_iter().map(|labels| stale_series(labels, ts)));
         self.live = current;
@@ -130,11 +139,11 @@ impl RequestBuilder {
     /// `now_ms` (never before the last sample: Prometheus rejects an older marker with
     /// HTTP 400 and rolls back the whole request). None when nothing is live.
     pub fn end(&mut self, now_ms: i64) -> Result<Option<Encoded>, EncodeError> {
-        if self.live.is_empty() {
+        if self.live.is_empty() && self.vanished.is_empty() {
             return Ok(None);
         }
         let ts = self.stamp(now_ms);
-        let mut ended: Vec<Vec<Label>> = self.live.drain().collect();
+        let mut ended: Vec<Vec<Label>> = self.live.drain().chain(self.vanished.drain()).collect();
         ended.sort();
         let n = ended.len();
         let series = ended
@@ -389,13 +398,18 @@ mod tests {
         assert_eq!(stale[0].samples[0].timestamp, 1001);
         assert_eq!(b.live_series(), 1);
 
+        // The end marks the live series and, again, the one that vanished (its first
+        // marker may have been shed by a full queue).
         let end = b.end(5000).unwrap().expect("one live series");
-        assert_eq!((end.samples, end.stale_markers), (0, 1));
+        assert_eq!((end.samples, end.stale_markers), (0, 2));
         let req = decode(&end);
-        assert_eq!(req.timeseries.len(), 1);
+        assert_eq!(req.timeseries.len(), 2);
         assert!(req.timeseries[0].labels.contains(&label("locale", "0")));
-        assert!(proto::is_stale_nan(req.timeseries[0].samples[0].value));
-        assert_eq!(req.timeseries[0].samples[0].timestamp, 5000);
+        assert!(req.timeseries[1].labels.contains(&label("locale", "1")));
+        for t in &req.timeseries {
+            assert!(proto::is_stale_nan(t.samples[0].value));
+            assert_eq!(t.samples[0].timestamp, 5000);
+        }
         assert!(b.end(6000).unwrap().is_none(), "nothing left to end");
     }
 }
