@@ -1,5 +1,5 @@
 //! `arkouda-sim`: a simulator of an `arkouda_server` metrics port (and
-//! optionally its main port), faithful to `/work/shared/docs/arkouda-protocol.md`
+//! optionally its main port), faithful to `docs/arkouda-protocol.md`
 //! release by release. It is an independent implementation: it does not use
 //! the agent's library code.
 //!
@@ -59,11 +59,23 @@
 //!   AVG_RESPONSE_TIME for every command; v2023.04.07 adds
 //!   TOTAL_RESPONSE_TIME and TOTAL_MEMORY_USED; v2024.04.19 adds NUM_ERRORS.
 //!
+//! # Strictness
+//!
+//! A request the imitated release's request or parameter record would not
+//! parse (no `size`, in any release; a parameter without `objType` in
+//! v2022.09.30 – v2024.06.21; unreadable `args` with `size` > 0 for any
+//! command from v2022.09.30) or a `metrics` category it cannot cast ends the
+//! simulated metrics daemon for good, silently, as it ends the real one: the
+//! port stays bound and nothing answers again (docs/arkouda-protocol.md).
+//!
 //! # Fault modes (metrics port only)
 //!
-//! `none`, `hang`, `die-after:N` (counts `metrics` requests since the mode
-//! took effect; the (N+1)-th one kills the daemon), `garbage`, `truncated`,
-//! `error`, `slow:MS`, `oversized:BYTES`, `unknown-categories`. With
+//! What a real metrics daemon does: `none`, `hang` (a busy locale 0 holds
+//! the reply), `die-after:N` (counts `metrics` requests since the mode took
+//! effect; the (N+1)-th one kills the daemon: silence for good), `slow:MS`.
+//! What no real metrics daemon does (it only ever goes silent), kept as
+//! robustness tests of the agent: `garbage`, `truncated`, `error`,
+//! `oversized:BYTES`, `unknown-categories` (records of a future release). With
 //! `--control FILE`, the file's trimmed content (when it exists) is read
 //! before each request and overrides `--fault`; unparsable content means
 //! `none`.
@@ -106,8 +118,10 @@ struct Cli {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     locales: u32,
-    /// Imitated release: 2022.08.15, 2022.09.30, 2023.02.08, 2023.03.01,
-    /// 2023.04.07, 2024.04.19, 2024.10.02 or head (= 2026.07.15); optional "v".
+    /// Imitated release: 2022.08.15, 2022.09.30, 2022.11.10, 2022.12.09,
+    /// 2023.02.08, 2023.03.01, 2023.04.07, 2024.04.19, 2024.10.02, 2025.07.03,
+    /// 2025.09.30 or head (= 2026.07.15, the newest tag); optional "v". Each is
+    /// the first tag of a behaviour of the metrics port (docs/arkouda-protocol.md).
     #[arg(long, default_value = "head", value_name = "R", value_parser = Release::parse)]
     release: Release,
     /// Locale i is named `<P><i:04>`.
@@ -135,7 +149,11 @@ struct Cli {
     /// Add commands whose names stress label encoding.
     #[arg(long)]
     weird_names: bool,
-    /// Initial fault mode of the metrics port.
+    /// Initial fault mode of the metrics port. Like the real daemon: none, hang (a busy
+    /// locale 0), die-after:N (the daemon's loop ends: silence for good, the port stays
+    /// open), slow:MS. Robustness tests only, never seen from a real metrics daemon
+    /// (it only goes silent): garbage, truncated, error, oversized:BYTES,
+    /// unknown-categories (a future release's records).
     #[arg(long, default_value = "none", value_name = "MODE", value_parser = parse_fault)]
     fault: Fault,
     /// File whose trimmed content, when it exists, is the current fault mode.

@@ -1,33 +1,58 @@
-//! Imitated Arkouda releases and the metric categories each one knows.
+//! Imitated Arkouda releases: one mode per behaviour boundary of the metrics
+//! port, up to the newest tag, and what each one declares and knows.
 //!
-//! See `/work/shared/docs/arkouda-protocol.md` §0, §2.4 and §5.7.
+//! See `docs/arkouda-protocol.md` (§1 releases, §3 request record, §6
+//! categories, §7 getconfig), which cites the upstream file and tag of each fact.
 
 use std::fmt;
 
 /// The releases the simulator can imitate, in chronological order (the
-/// derived ordering is used for "from release X on" checks).
+/// derived ordering is used for "from release X on" checks). Each is the
+/// first tag of a behaviour the metrics port shows to a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Release {
+    /// The first metrics daemon: bare-string `args`.
     V2022_08_15,
+    /// JSON `args` for `metrics` (parsed by `metricsMsg` whatever `size`);
+    /// getconfig gains chplVersion; connection info gains the URL.
     V2022_09_30,
+    /// `args` of every command with `size` > 0 parsed before dispatch.
+    V2022_11_10,
+    /// getconfig gains autoShutdown and serverInfoNoSplash.
+    V2022_12_09,
+    /// AVG_RESPONSE_TIME (array commands only); getconfig gains logChannel.
     V2023_02_08,
+    /// RESPONSE_TIME and AVG_RESPONSE_TIME for every command; memMax.
     V2023_03_01,
+    /// TOTAL_RESPONSE_TIME, TOTAL_MEMORY_USED; categories alone.
     V2023_04_07,
+    /// NUM_ERRORS per error class.
     V2024_04_19,
+    /// No objType; `MsgTuple` replies with payload; NUM_ERRORS only `total`;
+    /// failed commands counted; getconfig gains maxArrayDims.
     V2024_10_02,
-    /// Arkouda HEAD, i.e. v2026.07.15.
+    /// getconfig gains pythonVersion.
+    V2025_07_03,
+    /// getconfig loses maxArrayDims.
+    V2025_09_30,
+    /// The newest tag, v2026.07.15 (getconfig with numNodes and
+    /// LocaleConfigs[].numColocales, from v2025.12.16).
     Head,
 }
 
 impl Release {
-    pub const ALL: [Release; 8] = [
+    pub const ALL: [Release; 12] = [
         Release::V2022_08_15,
         Release::V2022_09_30,
+        Release::V2022_11_10,
+        Release::V2022_12_09,
         Release::V2023_02_08,
         Release::V2023_03_01,
         Release::V2023_04_07,
         Release::V2024_04_19,
         Release::V2024_10_02,
+        Release::V2025_07_03,
+        Release::V2025_09_30,
         Release::Head,
     ];
 
@@ -55,11 +80,15 @@ impl Release {
         match self {
             Release::V2022_08_15 => "2022.08.15",
             Release::V2022_09_30 => "2022.09.30",
+            Release::V2022_11_10 => "2022.11.10",
+            Release::V2022_12_09 => "2022.12.09",
             Release::V2023_02_08 => "2023.02.08",
             Release::V2023_03_01 => "2023.03.01",
             Release::V2023_04_07 => "2023.04.07",
             Release::V2024_04_19 => "2024.04.19",
             Release::V2024_10_02 => "2024.10.02",
+            Release::V2025_07_03 => "2025.07.03",
+            Release::V2025_09_30 => "2025.09.30",
             Release::Head => "2026.07.15",
         }
     }
@@ -73,13 +102,84 @@ impl Release {
     pub fn chpl_version(self) -> &'static str {
         match self {
             Release::V2022_08_15 => "1.27.0",
-            Release::V2022_09_30 => "1.28.0",
+            Release::V2022_09_30 | Release::V2022_11_10 | Release::V2022_12_09 => "1.28.0",
             Release::V2023_02_08 | Release::V2023_03_01 => "1.29.0",
             Release::V2023_04_07 => "1.30.0",
             Release::V2024_04_19 => "2.0.0",
             Release::V2024_10_02 => "2.1.0",
+            Release::V2025_07_03 | Release::V2025_09_30 => "2.4.0",
             Release::Head => "2.5.0",
         }
+    }
+
+    /// The top-level keys of `getconfig`, in the order the release writes
+    /// them (the fields of its `Config` class), and no others.
+    pub fn getconfig_keys(self) -> Vec<&'static str> {
+        let mut k = vec!["arkoudaVersion"];
+        if self >= Release::V2022_09_30 {
+            k.push("chplVersion");
+        }
+        if self >= Release::V2025_07_03 {
+            k.push("pythonVersion");
+        }
+        k.extend([
+            "ZMQVersion",
+            "HDF5Version",
+            "serverHostname",
+            "ServerPort",
+            "numLocales",
+        ]);
+        if self >= Release::Head {
+            k.push("numNodes");
+        }
+        k.extend([
+            "numPUs",
+            "maxTaskPar",
+            "physicalMemory",
+            "distributionType",
+            "LocaleConfigs",
+            "authenticate",
+            "logLevel",
+        ]);
+        if self >= Release::V2023_02_08 {
+            k.push("logChannel");
+        }
+        k.extend(["regexMaxCaptures", "byteorder"]);
+        if self >= Release::V2022_12_09 {
+            k.extend(["autoShutdown", "serverInfoNoSplash"]);
+        }
+        if (Release::V2024_10_02..Release::V2025_09_30).contains(&self) {
+            k.push("maxArrayDims");
+        }
+        k
+    }
+
+    /// The keys of one `LocaleConfigs` entry, in order.
+    pub fn locale_config_keys(self) -> Vec<&'static str> {
+        if self >= Release::Head {
+            vec![
+                "id",
+                "name",
+                "numPUs",
+                "numColocales",
+                "maxTaskPar",
+                "physicalMemory",
+            ]
+        } else {
+            vec!["id", "name", "numPUs", "maxTaskPar", "physicalMemory"]
+        }
+    }
+
+    /// `metrics` reads its `args` as JSON parameters whatever `size` says
+    /// (v2022.09.30 – v2022.10.13; later the list is parsed before dispatch).
+    pub fn metrics_parses_args_always(self) -> bool {
+        self.json_args() && self < Release::V2022_11_10
+    }
+
+    /// The daemon parses the `args` of every command with `size` > 0 before
+    /// it dispatches (v2022.11.10 on).
+    pub fn parses_args_before_dispatch(self) -> bool {
+        self >= Release::V2022_11_10
     }
 
     /// `metrics` args are a JSON parameter list (else: a bare string cast whole).
@@ -87,15 +187,15 @@ impl Release {
         self >= Release::V2022_09_30
     }
 
+    /// The parameter record declares `objType` (v2022.09.30 – v2024.06.21).
+    pub fn params_have_obj_type(self) -> bool {
+        self.json_args() && self < Release::V2024_10_02
+    }
+
     /// Reply is a `ReplyMsg` (msg, msgType, msgFormat, user echoing the request)
     /// rather than a `MsgTuple` (adds payload; metrics port sends user "").
     pub fn legacy_reply(self) -> bool {
         self <= Release::V2024_04_19
-    }
-
-    /// getconfig carries pythonVersion, numNodes and LocaleConfigs[].numColocales.
-    pub fn getconfig_has_new_fields(self) -> bool {
-        self >= Release::V2024_10_02
     }
 
     /// Connection-info file is `<host> <port> <url>` (else `<host> <port>`).
@@ -237,6 +337,8 @@ mod tests {
         ];
         assert_eq!(names(Release::V2022_08_15), old);
         assert_eq!(names(Release::V2022_09_30), old);
+        assert_eq!(names(Release::V2022_11_10), old);
+        assert_eq!(names(Release::V2022_12_09), old);
         let feb = vec![
             "ALL",
             "NUM_REQUESTS",
@@ -264,6 +366,8 @@ mod tests {
         full.push("NUM_ERRORS");
         assert_eq!(names(Release::V2024_04_19), full);
         assert_eq!(names(Release::V2024_10_02), full);
+        assert_eq!(names(Release::V2025_07_03), full);
+        assert_eq!(names(Release::V2025_09_30), full);
         assert_eq!(names(Release::Head), full);
     }
 

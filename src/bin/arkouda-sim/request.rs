@@ -27,22 +27,27 @@ fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> Result<String, 
     }
 }
 
-/// Decode one request frame: a JSON object with the six keys in any order,
-/// `size` a JSON integer. Releases before v2022.09.30 (`json_args` false) had
-/// no `size` field in `RequestMsg`: there it may be absent (and is -1).
-pub fn parse_request(frame: &[u8], json_args: bool) -> Result<Request, String> {
+/// Decode one request frame: a JSON object with the six keys of the request record in
+/// any order, `size` a JSON integer. Every release's record declares all six, `size`
+/// included (the v2022.08 client always sends `"size": -1`), so a request without one of
+/// them is unreadable in every release.
+pub fn parse_request(frame: &[u8]) -> Result<Request, String> {
     let text = std::str::from_utf8(frame).map_err(|e| format!("request is not UTF-8: {e}"))?;
     let v: Value =
         serde_json::from_str(text).map_err(|e| format!("request is not valid JSON: {e}"))?;
     let Value::Object(obj) = v else {
         return Err("request is not a JSON object".to_string());
     };
+    const DECLARED: [&str; 6] = ["user", "token", "cmd", "format", "args", "size"];
+    if let Some(extra) = obj.keys().find(|k| !DECLARED.contains(&k.as_str())) {
+        // Strict, as for parameters: an undeclared field is not known to be skipped.
+        return Err(format!("request has the undeclared field {extra:?}"));
+    }
     let size = match obj.get("size") {
         Some(Value::Number(n)) => n
             .as_i64()
             .ok_or_else(|| format!("request field \"size\" is not an int: {n}"))?,
         Some(other) => return Err(format!("request field \"size\" is not an int: {other}")),
-        None if !json_args => -1,
         None => return Err("request field \"size\" is missing".to_string()),
     };
     Ok(Request {
@@ -55,8 +60,10 @@ pub fn parse_request(frame: &[u8], json_args: bool) -> Result<Request, String> {
     })
 }
 
-/// One parameter object `{key, dtype, val[, objType]}`.
-fn parse_param(text: &str) -> Result<(String, String), String> {
+/// One parameter object `{key, dtype, val[, objType]}`; `obj_type`: the imitated
+/// release's parameter record declares `objType` (v2022.09.30 – v2024.06.21), so a
+/// parameter without it is unreadable.
+fn parse_param(text: &str, obj_type: bool) -> Result<(String, String), String> {
     let v: Value = serde_json::from_str(text)
         .map_err(|e| format!("parameter {text:?} is not valid JSON: {e}"))?;
     let Value::Object(obj) = v else {
@@ -65,17 +72,31 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
     let key = str_field(&obj, "key")?;
     let _dtype = str_field(&obj, "dtype")?;
     let val = str_field(&obj, "val")?;
-    if let Some(o) = obj.get("objType") {
-        if !o.is_string() {
+    match obj.get("objType") {
+        Some(o) if !o.is_string() => {
             return Err(format!("parameter objType is not a string: {o}"));
         }
+        None if obj_type => return Err(format!("parameter {text:?} has no objType")),
+        _ => {}
+    }
+    // Whether a Chapel reader skips a field its record does not declare is not settled
+    // (docs/arkouda-protocol.md §3): the simulator errs on the strict side.
+    let declared: &[&str] = if obj_type {
+        &["key", "val", "objType", "dtype"]
+    } else {
+        &["key", "val", "dtype"]
+    };
+    if let Some(extra) = obj.keys().find(|k| !declared.contains(&k.as_str())) {
+        return Err(format!(
+            "parameter {text:?} has the undeclared field {extra:?}"
+        ));
     }
     Ok((key, val))
 }
 
 /// `parseMessageArgs(args, size)`: only when size > 0, a JSON array of
 /// JSON-encoded parameter objects.
-pub fn parse_args(args: &str, size: i64) -> Result<Vec<(String, String)>, String> {
+pub fn parse_args(args: &str, size: i64, obj_type: bool) -> Result<Vec<(String, String)>, String> {
     if size <= 0 {
         return Ok(Vec::new());
     }
@@ -84,10 +105,18 @@ pub fn parse_args(args: &str, size: i64) -> Result<Vec<(String, String)>, String
     let Value::Array(items) = v else {
         return Err(format!("args {args:?} are not a JSON array"));
     };
+    // The server reads exactly `size` strings from the array (strict: a list of another
+    // length is unreadable).
+    if i64::try_from(items.len()) != Ok(size) {
+        return Err(format!(
+            "args {args:?} hold {} parameters, size says {size}",
+            items.len()
+        ));
+    }
     items
         .iter()
         .map(|item| match item {
-            Value::String(s) => parse_param(s),
+            Value::String(s) => parse_param(s, obj_type),
             other => Err(format!(
                 "args element is not a JSON-encoded string: {other}"
             )),
@@ -95,13 +124,30 @@ pub fn parse_args(args: &str, size: i64) -> Result<Vec<(String, String)>, String
         .collect()
 }
 
+/// The request's parameters as the imitated release reads them: from v2022.11.10 the
+/// daemon parses the `args` of every command with `size` > 0 before it dispatches (an
+/// unreadable list ends the daemon whatever the command); v2022.09.30 – v2022.10.13 only
+/// `metrics` parses them; before, nothing is parsed (`metrics` casts the bare string).
+pub fn request_params(release: Release, req: &Request) -> Result<Vec<(String, String)>, String> {
+    let parse = release.parses_args_before_dispatch()
+        || (release.metrics_parses_args_always() && req.cmd == "metrics");
+    if parse {
+        parse_args(&req.args, req.size, release.params_have_obj_type())
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// The category a `metrics` request asks for, as the imitated release would
 /// compute it, or the reason the real server would throw.
-pub fn metrics_category(release: Release, req: &Request) -> Result<Category, String> {
+pub fn metrics_category(
+    release: Release,
+    req: &Request,
+    params: &[(String, String)],
+) -> Result<Category, String> {
     let raw = if release.json_args() {
-        let params = parse_args(&req.args, req.size)?;
-        match params.into_iter().find(|(k, _)| k == "category") {
-            Some((_, v)) => v,
+        match params.iter().find(|(k, _)| k == "category") {
+            Some((_, v)) => v.clone(),
             None => return Err("metrics request has no \"category\" argument".to_string()),
         }
     } else {
@@ -126,9 +172,10 @@ pub fn metrics_port_decision(
     release: Release,
     frame: &[u8],
 ) -> Result<(Request, Option<Category>), String> {
-    let req = parse_request(frame, release.json_args())?;
+    let req = parse_request(frame)?;
+    let params = request_params(release, &req)?;
     let cat = if req.cmd == "metrics" {
-        Some(metrics_category(release, &req)?)
+        Some(metrics_category(release, &req, &params)?)
     } else {
         None
     };
@@ -163,7 +210,7 @@ mod tests {
     fn keys_in_any_order() {
         let f =
             r#"{"size":-1,"args":"","format":"STRING","cmd":"connect","token":"t","user":"bob"}"#;
-        let r = parse_request(f.as_bytes(), true).unwrap();
+        let r = parse_request(f.as_bytes()).unwrap();
         assert_eq!(r.cmd, "connect");
         assert_eq!(r.user, "bob");
         assert_eq!(r.size, -1);
@@ -209,7 +256,7 @@ mod tests {
     fn answer_good_requests() {
         for r in Release::ALL {
             let frame = if r.json_args() {
-                json_req("ALL", true)
+                json_req("ALL", r.params_have_obj_type())
             } else {
                 bare_req("ALL")
             };
@@ -229,9 +276,95 @@ mod tests {
             decide(Release::V2022_08_15, &bare_req("SERVER_INFO")),
             Ok(Some(Category::ServerInfo))
         );
-        // Non-metrics commands never look at args.
+        // A command with size <= 0 is dispatched without reading its args.
         let other =
-            r#"{"user":"a","token":"","cmd":"ruok","format":"STRING","args":"garbage","size":3}"#;
+            r#"{"user":"a","token":"","cmd":"ruok","format":"STRING","args":"garbage","size":-1}"#;
         assert_eq!(decide(h, other), Ok(None));
+    }
+
+    /// The real Python client's frames of each era (tests/fixtures/arkouda-frames) are
+    /// answered by the mode in force at that tag, and a neighbouring era's `metrics`
+    /// frame ends the daemon where the record differs.
+    #[test]
+    fn real_client_frames_per_era() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arkouda-frames");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let fx: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let tag = fx["tag"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches('v')
+                .to_string();
+            // The mode in force at `tag`: the newest mode not after it (date order; the
+            // four-part `2026.02.02.1` sorts after `2026.02.02`).
+            let mode = Release::ALL
+                .into_iter()
+                .rfind(|r| r.tag() <= tag.as_str())
+                .unwrap();
+            let frames = fx["frames"].as_object().unwrap();
+            for (name, frame) in frames {
+                let frame = frame.as_str().unwrap();
+                let want = if name == "metrics_SERVER_INFO" {
+                    Some(Category::ServerInfo)
+                } else if name == "metrics_ALL" {
+                    Some(Category::All)
+                } else {
+                    None
+                };
+                assert_eq!(decide(mode, frame), Ok(want), "{tag} {name} on {mode}");
+            }
+            let all = frames["metrics_ALL"].as_str().unwrap();
+            for other in Release::ALL {
+                let same_record = other.json_args() == mode.json_args()
+                    && other.params_have_obj_type() == mode.params_have_obj_type();
+                if !same_record {
+                    assert!(decide(other, all).is_err(), "{tag} metrics ALL on {other}");
+                }
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5, "{seen} fixtures");
+    }
+
+    /// What each release's request and parameter records would not parse: the daemon
+    /// dies on it (the caller then stays silent for good).
+    #[test]
+    fn as_strict_as_each_release() {
+        let no_size = r#"{"user":"a","token":"","cmd":"metrics","format":"STRING","args":"ALL"}"#;
+        let connect_bad_args = r#"{"user":"a","token":"","cmd":"connect","format":"STRING","args":"garbage","size":1}"#;
+        for r in Release::ALL {
+            // `size` is declared in every release's request record.
+            assert!(decide(r, no_size).is_err(), "{r}: a request without size");
+            // From v2022.11.10 args with size > 0 are parsed before dispatch, any command.
+            assert_eq!(
+                decide(r, connect_bad_args).is_err(),
+                r.parses_args_before_dispatch(),
+                "{r}: connect with unreadable args and size 1"
+            );
+            if r.json_args() {
+                // objType is declared in v2022.09.30 – v2024.06.21 only.
+                assert_eq!(
+                    decide(r, &json_req("ALL", false)).is_err(),
+                    r.params_have_obj_type(),
+                    "{r}: a parameter without objType"
+                );
+            }
+        }
+        // The parameter list's length must be `size`.
+        let two = json_req("ALL", false).replace(r#""size":1"#, r#""size":2"#);
+        assert!(decide(Release::Head, &two).is_err());
+        // v2022.09.30 – v2022.10.13: metrics parses its args whatever size says, so the
+        // old bare form (size -1) has no category and ends the daemon.
+        assert!(decide(Release::V2022_09_30, &bare_req("ALL")).is_err());
+        assert!(Release::V2022_09_30.params_have_obj_type());
+        assert!(Release::V2024_04_19.params_have_obj_type());
+        assert!(!Release::V2024_10_02.params_have_obj_type());
+        assert!(!Release::V2022_08_15.params_have_obj_type());
     }
 }

@@ -302,7 +302,7 @@ fn main_outcome(shared: &Shared, frames: &[Vec<u8>], req_count: u64) -> MainOutc
         count_as: None,
         shutdown: false,
     };
-    let req = match request::parse_request(first, cfg.release.json_args()) {
+    let req = match request::parse_request(first) {
         Ok(r) => r,
         Err(e) => return err(None, format!("Error: {e}")),
     };
@@ -346,7 +346,9 @@ fn main_outcome(shared: &Shared, frames: &[Vec<u8>], req_count: u64) -> MainOutc
         "ruok" => ("imok".to_string(), true),
         "noop" => ("noop".to_string(), true),
         "getconfig" => (workload::getconfig_json(cfg), true),
-        "metrics" => match request::metrics_category(cfg.release, &req) {
+        "metrics" => match request::request_params(cfg.release, &req)
+            .and_then(|params| request::metrics_category(cfg.release, &req, &params))
+        {
             Ok(cat) => {
                 category = Some(cat);
                 let st = shared.state();

@@ -464,51 +464,76 @@ impl<'a> Snapshot<'a> {
     }
 }
 
-/// The `getconfig` JSON (§1.6), every field with its type.
+/// The `getconfig` JSON: exactly the keys of the imitated release, in its order
+/// (`Release::getconfig_keys`), each with its type, written as Chapel writes a class.
 pub fn getconfig_json(cfg: &SimConfig) -> String {
     let r = cfg.release;
-    let newer = r.getconfig_has_new_fields();
-    let host = chapel::string(&cfg.server_hostname());
     let mut s = String::with_capacity(1024 + cfg.locales * 120);
-    s.push_str(&format!(
-        "{{\"arkoudaVersion\":{}, \"chplVersion\":\"{}\", ",
-        chapel::string(&r.version_string()),
-        r.chpl_version()
-    ));
-    if newer {
-        s.push_str("\"pythonVersion\":\"3.12.4\", ");
+    s.push('{');
+    for (i, key) in r.getconfig_keys().into_iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('"');
+        s.push_str(key);
+        s.push_str("\":");
+        match key {
+            "arkoudaVersion" => chapel::push_string(&mut s, &r.version_string()),
+            "chplVersion" => chapel::push_string(&mut s, r.chpl_version()),
+            "pythonVersion" => s.push_str("\"3.12.4\""),
+            "ZMQVersion" => s.push_str("\"4.3.5\""),
+            "HDF5Version" => s.push_str("\"1.14.4\""),
+            "serverHostname" => chapel::push_string(&mut s, &cfg.server_hostname()),
+            "ServerPort" => s.push_str(&cfg.server_port().to_string()),
+            "numLocales" | "numNodes" => s.push_str(&cfg.locales.to_string()),
+            "numPUs" => s.push_str(&NUM_PUS.to_string()),
+            "maxTaskPar" => s.push_str(&MAX_TASKS.to_string()),
+            "physicalMemory" => s.push_str(&PHYSICAL_MEMORY.to_string()),
+            "distributionType" => s.push_str("\"BlockDom(1,int(64),false,unmanaged DefaultDist)\""),
+            "LocaleConfigs" => locale_configs(cfg, &mut s),
+            "authenticate" => s.push_str(if cfg.token.is_some() { "true" } else { "false" }),
+            "logLevel" => s.push_str("\"INFO\""),
+            "logChannel" => s.push_str("\"CONSOLE\""),
+            "regexMaxCaptures" => s.push_str("20"),
+            "byteorder" => s.push_str("\"little\""),
+            "autoShutdown" | "serverInfoNoSplash" => s.push_str("false"),
+            "maxArrayDims" => s.push('1'),
+            // A key the release table names but nothing here fills: a bug in the table.
+            other => unreachable!("getconfig key {other} has no value"),
+        }
     }
-    s.push_str(&format!(
-        "\"ZMQVersion\":\"4.3.5\", \"HDF5Version\":\"1.14.4\", \"serverHostname\":{host}, \"ServerPort\":{}, \"numLocales\":{}, ",
-        cfg.server_port(),
-        cfg.locales
-    ));
-    if newer {
-        s.push_str(&format!("\"numNodes\":{}, ", cfg.locales));
-    }
-    s.push_str(&format!(
-        "\"numPUs\":{NUM_PUS}, \"maxTaskPar\":{MAX_TASKS}, \"physicalMemory\":{PHYSICAL_MEMORY}, \"distributionType\":\"BlockDom(1,int(64),false,unmanaged DefaultDist)\", \"LocaleConfigs\":["
-    ));
+    s.push('}');
+    s
+}
+
+fn locale_configs(cfg: &SimConfig, s: &mut String) {
+    let keys = cfg.release.locale_config_keys();
+    s.push('[');
     for i in 0..cfg.locales {
         if i > 0 {
             s.push_str(", ");
         }
-        let name = chapel::string(&cfg.locale_name(i));
-        s.push_str(&format!(
-            "{{\"id\":{i}, \"name\":{name}, \"numPUs\":{NUM_PUS}, "
-        ));
-        if newer {
-            s.push_str("\"numColocales\":0, ");
+        s.push('{');
+        for (j, key) in keys.iter().enumerate() {
+            if j > 0 {
+                s.push_str(", ");
+            }
+            s.push('"');
+            s.push_str(key);
+            s.push_str("\":");
+            match *key {
+                "id" => s.push_str(&i.to_string()),
+                "name" => chapel::push_string(s, &cfg.locale_name(i)),
+                "numPUs" => s.push_str(&NUM_PUS.to_string()),
+                "numColocales" => s.push('0'),
+                "maxTaskPar" => s.push_str(&MAX_TASKS.to_string()),
+                "physicalMemory" => s.push_str(&PHYSICAL_MEMORY.to_string()),
+                other => unreachable!("LocaleConfigs key {other} has no value"),
+            }
         }
-        s.push_str(&format!(
-            "\"maxTaskPar\":{MAX_TASKS}, \"physicalMemory\":{PHYSICAL_MEMORY}}}"
-        ));
+        s.push('}');
     }
-    s.push_str(&format!(
-        "], \"authenticate\":{}, \"logLevel\":\"INFO\", \"logChannel\":\"CONSOLE\", \"regexMaxCaptures\":20, \"byteorder\":\"little\", \"autoShutdown\":false, \"serverInfoNoSplash\":false}}",
-        cfg.token.is_some()
-    ));
-    s
+    s.push(']');
 }
 
 #[cfg(test)]
@@ -771,19 +796,77 @@ mod tests {
 
     #[test]
     fn getconfig_fields() {
-        for r in Release::ALL {
+        // The keys in order, per docs/arkouda-protocol.md §7 (ServerConfig.chpl at each tag).
+        let k0 = "arkoudaVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel regexMaxCaptures byteorder";
+        let k1 = "arkoudaVersion chplVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel regexMaxCaptures byteorder";
+        let k2 = "arkoudaVersion chplVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel regexMaxCaptures byteorder autoShutdown serverInfoNoSplash";
+        let k3 = "arkoudaVersion chplVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel logChannel regexMaxCaptures byteorder autoShutdown serverInfoNoSplash";
+        let k4 = "arkoudaVersion chplVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel logChannel regexMaxCaptures byteorder autoShutdown serverInfoNoSplash maxArrayDims";
+        let k5 = "arkoudaVersion chplVersion pythonVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel logChannel regexMaxCaptures byteorder autoShutdown serverInfoNoSplash maxArrayDims";
+        let k6 = "arkoudaVersion chplVersion pythonVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel logChannel regexMaxCaptures byteorder autoShutdown serverInfoNoSplash";
+        let kh = "arkoudaVersion chplVersion pythonVersion ZMQVersion HDF5Version serverHostname ServerPort numLocales numNodes numPUs maxTaskPar physicalMemory distributionType LocaleConfigs authenticate logLevel logChannel regexMaxCaptures byteorder autoShutdown serverInfoNoSplash";
+        let old_locale = "id name numPUs maxTaskPar physicalMemory";
+        let new_locale = "id name numPUs numColocales maxTaskPar physicalMemory";
+        let want = [
+            (Release::V2022_08_15, k0, old_locale),
+            (Release::V2022_09_30, k1, old_locale),
+            (Release::V2022_11_10, k1, old_locale),
+            (Release::V2022_12_09, k2, old_locale),
+            (Release::V2023_02_08, k3, old_locale),
+            (Release::V2023_03_01, k3, old_locale),
+            (Release::V2023_04_07, k3, old_locale),
+            (Release::V2024_04_19, k3, old_locale),
+            (Release::V2024_10_02, k4, old_locale),
+            (Release::V2025_07_03, k5, old_locale),
+            (Release::V2025_09_30, k6, old_locale),
+            (Release::Head, kh, new_locale),
+        ];
+        assert_eq!(want.len(), Release::ALL.len());
+        // serde_json's map keeps insertion order only with preserve_order: read the keys
+        // in the order they appear in the text instead.
+        fn keys_in_order(text: &str, obj: &serde_json::Map<String, Value>) -> String {
+            let mut keys: Vec<(usize, &String)> = obj
+                .keys()
+                .map(|k| (text.find(&format!("\"{k}\":")).unwrap(), k))
+                .collect();
+            keys.sort();
+            keys.into_iter()
+                .map(|(_, k)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+        for (r, top, locale) in want {
             let c = cfg(r);
-            let v: Value = serde_json::from_str(&getconfig_json(&c)).unwrap();
+            let text = getconfig_json(&c);
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(keys_in_order(&text, v.as_object().unwrap()), top, "{r}");
+            let entry = &v["LocaleConfigs"][1];
+            let entry_text = entry.to_string();
+            let mut names: Vec<&str> = locale.split(' ').collect();
+            names.sort_unstable();
+            let mut got: Vec<&str> = entry
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, names, "{r}: {entry_text}");
+            assert!(
+                text.contains(&format!(
+                    "{{\"id\":1, \"name\":\"nid0001\", \"numPUs\":128, {}",
+                    if locale == new_locale {
+                        "\"numColocales\":0, "
+                    } else {
+                        ""
+                    }
+                )),
+                "{r}: {text}"
+            );
             assert_eq!(v["arkoudaVersion"], format!("v{}", r.tag()));
             assert!(v["regexMaxCaptures"].is_i64());
             assert_eq!(v["ServerPort"], 5555);
             assert_eq!(v["LocaleConfigs"].as_array().unwrap().len(), 2);
-            assert_eq!(v.get("pythonVersion").is_some(), r >= Release::V2024_10_02);
-            assert_eq!(v.get("numNodes").is_some(), r >= Release::V2024_10_02);
-            assert_eq!(
-                v["LocaleConfigs"][0].get("numColocales").is_some(),
-                r >= Release::V2024_10_02
-            );
             assert_eq!(v["authenticate"], false);
         }
     }
