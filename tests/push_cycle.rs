@@ -139,17 +139,9 @@ fn three_locales_exact_labels_values_and_progress() {
 #[test]
 fn every_release_is_polled() {
     let pg = Pushgateway::start();
-    let releases = [
-        ("2022.08.15", false),
-        ("2022.09.30", false),
-        ("2023.02.08", false),
-        ("2023.03.01", false),
-        ("2023.04.07", true),
-        ("2024.04.19", true),
-        ("2024.10.02", true),
-        ("head", true),
-    ];
-    for (i, (release, totals)) in releases.iter().enumerate() {
+    for (i, release) in SIM_RELEASES.iter().enumerate() {
+        // TOTAL_* categories from v2023.04.07 ("head" sorts after every date).
+        let totals = *release >= "2023.04.07";
         let job = format!("rel{i}");
         let sim = Sim::start(&["--release", release, "--locales", "2"]);
         let (code, _, err) = run_agent(&[
@@ -188,11 +180,26 @@ fn every_release_is_polled() {
         assert_eq!(g.all("arkouda_server_info")[0].labels["version"], version);
         assert_eq!(
             g.all("arkouda_command_response_seconds_total").len(),
-            if *totals { 5 } else { 0 },
+            if totals { 5 } else { 0 },
             "{release}"
         );
-        // bad_cmd first fails at tick 5: at tick 1 no error class has a count.
-        assert_eq!(g.all("arkouda_errors_total").len(), 0, "{release}");
+        // bad_cmd first fails at tick 5: at tick 1 no error class has a count, so from
+        // v2024.04.19 (NUM_ERRORS) the one error series is `all`, 0.
+        let errors = if *release >= "2024.04.19" {
+            Some(0.0)
+        } else {
+            None
+        };
+        assert_eq!(
+            g.value("arkouda_errors_total", &[("error_type", "all")]),
+            errors,
+            "{release}"
+        );
+        assert_eq!(
+            g.all("arkouda_errors_total").len(),
+            usize::from(errors.is_some()),
+            "{release}"
+        );
         // The metrics daemon is still alive: a second poll works.
         let (code, _, err) = run_agent(&[
             "once",
@@ -231,8 +238,19 @@ fn error_classes_are_counted() {
         "--interval",
         "200ms",
     ]);
-    let g = pg.wait_group("errs", "an error class", |g| {
+    // Before the first error NUM_ERRORS is `total` alone: the `all` series, 0.
+    let g = pg.wait_group("errs", "the error total", |g| {
         g.value("arkouda_errors_total", &[]).is_some()
+    });
+    if g.value("arkouda_errors_total", &[("error_type", "all")]) == Some(0.0) {
+        assert_eq!(g.all("arkouda_errors_total").len(), 1);
+    }
+    let g = pg.wait_group("errs", "an error class", |g| {
+        g.value(
+            "arkouda_errors_total",
+            &[("error_type", "IllegalArgumentError")],
+        )
+        .is_some()
     });
     assert_eq!(
         g.value(
@@ -241,7 +259,11 @@ fn error_classes_are_counted() {
         ),
         Some(1.0)
     );
-    assert_eq!(g.all("arkouda_errors_total").len(), 1, "no `total` row");
+    assert_eq!(
+        g.all("arkouda_errors_total").len(),
+        1,
+        "no `total` (`all`) row beside the classes"
+    );
 }
 
 /// `--legacy-names` emits the old exporter's names and labels.
@@ -473,4 +495,93 @@ fn scrape_mode_serves_metrics_and_healthz() {
     let (code, _, err) = run_agent(&["run", "--job-id", "x", "--no-push"]);
     assert_eq!(code, 2);
     assert!(err.contains("invalid value for `no_push`"), "{err}");
+}
+
+/// SIM_RELEASES (what these tests run) is the list of modes `arkouda-sim --help` gives.
+#[test]
+fn sim_release_modes_are_listed_in_help() {
+    let out = std::process::Command::new(SIM)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).replace(char::is_whitespace, " ");
+    let at = help.find("Imitated release:").expect("--release help");
+    let listed: Vec<String> = help[at..]
+        .split([' ', ','])
+        .filter(|w| w.len() == 10 && w.starts_with("20") || *w == "head")
+        .map(str::to_string)
+        .take_while(|w| w != "2026.07.15")
+        .collect();
+    assert_eq!(listed, SIM_RELEASES, "{help}");
+}
+
+/// The whole exposition the agent pushes for each simulated release, for a fixed simulator
+/// state (one poll: tick 1; two locales, two users), compared with a golden file in
+/// tests/golden/: any change of a name, unit, HELP, TYPE, label or order is a diff here.
+/// Only the agent's own timings and its lease (now + lease) are masked. `UPDATE_GOLDEN=1` rewrites the files.
+#[test]
+fn golden_exposition_per_release() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let volatile = [
+        "arkouda_agent_poll_duration_seconds ",
+        "arkouda_agent_last_success_timestamp_seconds ",
+        "arkouda_agent_lease_expiry_timestamp_seconds ",
+    ];
+    let mut help_type: std::collections::BTreeMap<String, String> = Default::default();
+    let mut failures = Vec::new();
+    for release in SIM_RELEASES {
+        let sim = Sim::start(&[
+            "--release",
+            release,
+            "--locales",
+            "2",
+            "--users",
+            "alice,bob",
+        ]);
+        let (code, out, err) = run_agent(&[
+            "once",
+            "--dry-run",
+            "--arkouda",
+            &sim.endpoint(),
+            "--job-id",
+            "golden",
+            "--server-name",
+            "golden-server",
+        ]);
+        assert_eq!(code, 0, "{release}: {err}");
+        let text: String = out
+            .lines()
+            .map(|l| match volatile.iter().find(|v| l.starts_with(*v)) {
+                Some(v) => format!("{v}<masked>\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        // HELP and TYPE of a name are the same in every release.
+        for l in text.lines().filter(|l| l.starts_with("# ")) {
+            let mut words = l.splitn(4, ' ');
+            let key = format!(
+                "{} {}",
+                words.nth(1).unwrap_or(""),
+                words.next().unwrap_or("")
+            );
+            let prev = help_type.entry(key).or_insert_with(|| l.to_string());
+            assert_eq!(prev, l, "{release}: HELP/TYPE differ between releases");
+        }
+        let path = dir.join(format!("{release}.prom"));
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+        if want != text {
+            failures.push(format!(
+                "{release}: the exposition differs from {}; got:\n{text}",
+                path.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

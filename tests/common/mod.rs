@@ -374,6 +374,23 @@ fn to_map(v: &serde_json::Value) -> BTreeMap<String, String> {
 }
 
 /// The Arkouda simulator.
+/// Every `--release` mode of the simulator, oldest first, as `arkouda-sim --help` lists
+/// them (checked by `sim_release_modes_are_listed_in_help`).
+pub const SIM_RELEASES: &[&str] = &[
+    "2022.08.15",
+    "2022.09.30",
+    "2022.11.10",
+    "2022.12.09",
+    "2023.02.08",
+    "2023.03.01",
+    "2023.04.07",
+    "2024.04.19",
+    "2024.10.02",
+    "2025.07.03",
+    "2025.09.30",
+    "head",
+];
+
 pub struct Sim {
     pub proc: Proc,
     pub metrics_port: u16,
