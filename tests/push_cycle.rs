@@ -585,3 +585,81 @@ fn golden_exposition_per_release() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A frame the imitated release would not parse ends the simulated metrics daemon for
+/// good, as it ends the real one: no reply to it, nor to a good request after it, while
+/// the port stays open. Each release gets the malformation its own record refuses.
+#[test]
+fn simulator_goes_silent_for_good_on_an_unreadable_request() {
+    let good = |release: &str| -> String {
+        let (args, size) = match release {
+            "2022.08.15" => ("ALL".to_string(), -1),
+            r if r < "2024.10.02" => (
+                r#"["{\"key\": \"category\", \"objType\": \"VALUE\", \"dtype\": \"str\", \"val\": \"ALL\"}"]"#.to_string(),
+                1,
+            ),
+            _ => (
+                r#"["{\"key\": \"category\", \"dtype\": \"str\", \"val\": \"ALL\"}"]"#
+                    .to_string(),
+                1,
+            ),
+        };
+        serde_json::json!({"user": "u", "token": "", "cmd": "metrics", "format": "STRING", "args": args, "size": size}).to_string()
+    };
+    let cases: Vec<(&str, String)> = SIM_RELEASES
+        .iter()
+        .flat_map(|r| {
+            let mut v = vec![(
+                *r,
+                r#"{"user": "u", "token": "", "cmd": "getconfig", "format": "STRING", "args": ""}"#
+                    .to_string(),
+            )];
+            if (*r >= "2022.09.30") && (*r < "2024.10.02") {
+                // A parameter without objType.
+                v.push((*r, good("head")));
+            }
+            if *r >= "2022.11.10" {
+                // connect with unreadable args and size 1.
+                v.push((
+                    *r,
+                    r#"{"user": "u", "token": "", "cmd": "connect", "format": "STRING", "args": "x", "size": 1}"#
+                        .to_string(),
+                ));
+            }
+            v
+        })
+        .collect();
+    let ctx = zmq::Context::new();
+    let ask = |endpoint: &str, frame: &str| -> Option<Vec<u8>> {
+        let s = ctx.socket(zmq::REQ).unwrap();
+        s.set_linger(0).unwrap();
+        // A live simulator answers within milliseconds; silence is waited for this long.
+        s.set_rcvtimeo(1000).unwrap();
+        s.connect(endpoint).unwrap();
+        s.send(frame, 0).unwrap();
+        s.recv_bytes(0).ok()
+    };
+    // The cases are independent: run them side by side (each waits out two silences).
+    std::thread::scope(|scope| {
+        for (release, bad) in &cases {
+            let (ask, good) = (&ask, &good);
+            scope.spawn(move || {
+                let sim = Sim::start(&["--release", release]);
+                let ep = sim.endpoint();
+                assert!(
+                    ask(&ep, &good(release)).is_some(),
+                    "{release}: a good request is answered"
+                );
+                assert!(ask(&ep, bad).is_none(), "{release}: {bad} is answered");
+                assert!(
+                    ask(&ep, &good(release)).is_none(),
+                    "{release}: the daemon answers again after {bad}"
+                );
+                assert!(
+                    sim.proc.log_text().contains("daemon died silently"),
+                    "{release}"
+                );
+            });
+        }
+    });
+}
