@@ -603,7 +603,7 @@ pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
     let mut agent = Agent::new(settings, &job_id)?;
     if dry_run {
         let (ok, body) = agent.render_once().await;
-        print!("{body}");
+        crate::console::out_raw(format_args!("{body}"));
         return Ok(ok);
     }
     agent.start_remote_write()?;
@@ -629,11 +629,13 @@ pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
 /// `check`: prints the resolved configuration, then tries both ends.
 pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     for line in resolved.describe() {
-        println!("{line}");
+        crate::outln!("{line}");
     }
     match &settings.job_id {
-        Some(id) => println!("grouping key: {}", grouping_key(&settings, id).path()),
-        None => println!("grouping key: none yet (no job id: give --job-id or set SLURM_JOB_ID)"),
+        Some(id) => crate::outln!("grouping key: {}", grouping_key(&settings, id).path()),
+        None => {
+            crate::outln!("grouping key: none yet (no job id: give --job-id or set SLURM_JOB_ID)")
+        }
     }
 
     let mut s = session(&settings);
@@ -644,7 +646,7 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     .await;
     let arkouda_ok = match polled {
         Ok((endpoint, Ok(p))) => {
-            println!(
+            crate::outln!(
                 "arkouda: OK {endpoint}, release {}, {} locales, {} records",
                 p.release
                     .map(|r| r.to_string())
@@ -655,11 +657,11 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             true
         }
         Ok((_, Err(e))) => {
-            println!("arkouda: FAILED: {e}");
+            crate::outln!("arkouda: FAILED: {e}");
             false
         }
         Err(e) => {
-            println!("arkouda: FAILED: {e}");
+            crate::outln!("arkouda: FAILED: {e}");
             false
         }
     };
@@ -668,9 +670,9 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             let mut ok = true;
             for pgw in all {
                 match pgw.ready(Instant::now() + settings.push_timeout).await {
-                    Ok(()) => println!("pushgateway: OK {}", pgw.url()),
+                    Ok(()) => crate::outln!("pushgateway: OK {}", pgw.url()),
                     Err(e) => {
-                        println!("pushgateway: FAILED: {e}");
+                        crate::outln!("pushgateway: FAILED: {e}");
                         ok = false;
                     }
                 }
@@ -678,7 +680,7 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             ok
         }
         Err(e) => {
-            println!("pushgateway: FAILED: {e}");
+            crate::outln!("pushgateway: FAILED: {e}");
             false
         }
     };
@@ -688,9 +690,9 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     let key = grouping_key(&settings, settings.job_id.as_deref().unwrap_or_default());
     for opts in remote_write_options(&settings, &key) {
         match RemoteWrite::probe(&opts, Instant::now() + settings.push_timeout).await {
-            Ok(()) => println!("remote_write: OK {}", opts.url),
+            Ok(()) => crate::outln!("remote_write: OK {}", opts.url),
             Err(e) => {
-                println!("remote_write: FAILED: {e}");
+                crate::outln!("remote_write: FAILED: {e}");
                 remote_write_ok = false;
             }
         }
@@ -709,7 +711,9 @@ pub fn shutdown_signal() -> std::io::Result<watch::Receiver<bool>> {
             let mut seen = false;
             for sig in signals.forever() {
                 if seen {
-                    eprintln!("arkouda-push-agent: second signal, exiting at once without cleanup");
+                    crate::errln!(
+                        "arkouda-push-agent: second signal, exiting at once without cleanup"
+                    );
                     std::process::exit(128 + sig);
                 }
                 seen = true;

@@ -338,7 +338,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
                 }
             }
             Err(e) => {
-                println!("cannot list the groups of {}: {e}", pgw.url());
+                crate::outln!("cannot list the groups of {}: {e}", pgw.url());
                 tracing::error!(error = %e, "cannot list the Pushgateway's groups");
                 ok = false;
             }
@@ -348,7 +348,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
     let grace = humantime::format_duration(settings.grace);
 
     let scheduler = if settings.no_scheduler {
-        println!("scheduler check skipped (no_scheduler): leases decide, grace {grace}");
+        crate::outln!("scheduler check skipped (no_scheduler): leases decide, grace {grace}");
         Scheduler::Skipped
     } else if found.is_empty() {
         // Nothing to judge: spare slurmctld the query.
@@ -358,16 +358,16 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
         let answer = tokio::task::spawn_blocking(move || ask_squeue(&path, timeout)).await;
         match answer {
             Ok(Ok(jobs)) => {
-                println!("scheduler check: squeue lists {} jobs", jobs.len());
+                crate::outln!("scheduler check: squeue lists {} jobs", jobs.len());
                 Scheduler::Jobs(jobs)
             }
             Ok(Err(e)) => {
-                println!("scheduler check skipped: {e}; leases decide, grace {grace}");
+                crate::outln!("scheduler check skipped: {e}; leases decide, grace {grace}");
                 tracing::warn!(error = %e, "cannot ask Slurm; the groups' leases decide");
                 Scheduler::Unavailable(e.to_string())
             }
             Err(e) => {
-                println!("scheduler check skipped: {e}; leases decide, grace {grace}");
+                crate::outln!("scheduler check skipped: {e}; leases decide, grace {grace}");
                 Scheduler::Unavailable(e.to_string())
             }
         }
@@ -385,10 +385,10 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
         let place = format!("{}{}", pgw.url(), key.path());
         let why = verdict.describe(&f.job_id);
         if !verdict.delete {
-            println!("kept {place}: {why}");
+            crate::outln!("kept {place}: {why}");
             kept += 1;
         } else if dry_run {
-            println!("would delete {place}: {why}");
+            crate::outln!("would delete {place}: {why}");
             deleted += 1;
         } else {
             match pgw
@@ -396,18 +396,18 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
                 .await
             {
                 Ok(()) => {
-                    println!("deleted {place}: {why}");
+                    crate::outln!("deleted {place}: {why}");
                     tracing::info!(group = %place, reason = %why, "deleted a group");
                     deleted += 1;
                 }
                 Err(e) => {
-                    println!("FAILED to delete {place} ({why}): {e}");
+                    crate::outln!("FAILED to delete {place} ({why}): {e}");
                     ok = false;
                 }
             }
         }
     }
-    println!(
+    crate::outln!(
         "sweep: {deleted} {}, {kept} kept, {others} groups of other exporters untouched",
         if dry_run { "to delete" } else { "deleted" }
     );
