@@ -49,6 +49,114 @@ fn signal_deletes_the_group_and_exits_0() {
     }
 }
 
+/// SIGHUP, as an agent started by hand in an `salloc` shell gets when the shell closes:
+/// handled as SIGTERM (the group is deleted, exit 0).
+#[test]
+fn sighup_deletes_the_group_and_exits_0() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let mut agent = spawn_agent(&run_args(&pg, "hup", &endpoint));
+    pg.wait_group("hup", "the group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    agent.signal("HUP");
+    pg.wait_gone("hup", Duration::from_secs(2));
+    let status = agent.wait_exit(Duration::from_secs(3));
+    let log = agent.log_text();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stop requested signal=\"SIGHUP\""), "{log}");
+    assert!(log.contains("group deleted"), "{log}");
+}
+
+/// An agent whose final delete is held up (the Pushgateway stalls), stopped by SIGTERM.
+/// Returns the agent, the proxy and the Pushgateway once the agent is deleting.
+fn agent_stuck_in_its_delete(job: &str) -> (Proc, FaultProxy, Pushgateway) {
+    let pg = Pushgateway::start();
+    let proxy = FaultProxy::start(pg.port(), ProxyMode::Pass);
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let url = proxy.url();
+    let agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &endpoint,
+        "--pushgateway",
+        &url,
+        "--job-id",
+        job,
+        "--interval",
+        "300ms",
+        "--push-timeout",
+        "1s",
+        "--shutdown-timeout",
+        "10s",
+    ]);
+    pg.wait_group(job, "the group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    proxy.set(ProxyMode::Stall, true);
+    agent.signal("TERM");
+    eventually(
+        Duration::from_secs(5),
+        "the agent to start its delete",
+        || {
+            let log = agent.log_text();
+            if log.contains("stopping: deleting the job's group") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    (agent, proxy, pg)
+}
+
+/// `systemctl stop` and the Epilog's own SIGTERM (or SIGHUP from a closing terminal) can
+/// reach the agent while it deletes its group: the delete goes on, exit 0, group gone.
+#[test]
+fn a_second_sigterm_does_not_abandon_the_delete() {
+    let (mut agent, proxy, pg) = agent_stuck_in_its_delete("twice");
+    agent.signal("TERM");
+    agent.signal("HUP");
+    eventually(
+        Duration::from_secs(5),
+        "the agent to note the repeat",
+        || {
+            let log = agent.log_text();
+            if log.contains("already stopping: the delete goes on") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent still runs its delete"
+    );
+    assert_eq!(pg.job_groups("twice").len(), 1, "not deleted yet");
+    proxy.set(ProxyMode::Pass, true);
+    pg.wait_gone("twice", Duration::from_secs(5));
+    let status = agent.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", agent.log_text());
+}
+
+/// Only a second SIGINT (Ctrl-C twice) abandons the delete: exit 130 at once.
+#[test]
+fn a_second_sigint_abandons_the_delete() {
+    let (mut agent, _proxy, pg) = agent_stuck_in_its_delete("ctrlc");
+    let sent = Instant::now();
+    agent.signal("INT");
+    let status = agent.wait_exit(Duration::from_secs(2));
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    assert_eq!(status.code(), Some(130), "{}", agent.log_text());
+    assert!(agent
+        .log_text()
+        .contains("second SIGINT, exiting at once without cleanup"));
+    assert_eq!(pg.job_groups("ctrlc").len(), 1, "the group is left behind");
+}
+
 /// SIGTERM while the Arkouda server hangs (a poll is stuck in its receive): the group is
 /// still deleted at once.
 #[test]
