@@ -122,6 +122,10 @@ pub struct Agent {
     /// Scrape mode: where the latest cycle is served, and its context (with the grouping
     /// labels as constant labels).
     listen: Option<(Listen, translate::Context)>,
+    /// The `listen` address while it is not bound yet (taken by another job, say): tried
+    /// again at every cycle; its state is logged only when it changes.
+    listen_pending: Option<String>,
+    listen_state: EndState,
     scrape_body: String,
     server: EndState,
     reported_unknown: HashSet<String>,
@@ -160,6 +164,8 @@ impl Agent {
             settings,
             body: String::new(),
             listen: None,
+            listen_pending: None,
+            listen_state: EndState::Unknown,
             scrape_body: String::new(),
             server: EndState::Unknown,
             reported_unknown: HashSet::new(),
@@ -219,6 +225,43 @@ impl Agent {
         let mut ctx = self.ctx.clone();
         ctx.const_labels = self.key.pairs().to_vec();
         self.listen = Some((listen, ctx));
+    }
+
+    /// Serves every cycle at `addr` (scrape mode). A bind that fails (the port is taken,
+    /// e.g. by another job's agent on the node) is not fatal: it is logged, counted in
+    /// `arkouda_agent_listen_errors_total`, and tried again at the start of every cycle
+    /// while pushing goes on.
+    pub fn listen_at(&mut self, addr: String) {
+        self.stats.listen_errors_total = Some(0);
+        self.listen_pending = Some(addr);
+    }
+
+    /// Tries to bind the pending `listen` address; logs only changes of state.
+    async fn try_listen(&mut self) {
+        let Some(addr) = self.listen_pending.clone() else {
+            return;
+        };
+        match Listen::start(&addr, self.settings.interval).await {
+            Ok(listen) => {
+                let again = if self.listen_state == EndState::Unknown {
+                    ""
+                } else {
+                    " (the address is free again)"
+                };
+                tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz{again}");
+                self.listen_pending = None;
+                self.listen_state = EndState::Up;
+                self.serve(listen);
+            }
+            Err(e) => {
+                *self.stats.listen_errors_total.get_or_insert(0) += 1;
+                let state = EndState::Down(e.to_string());
+                if self.listen_state != state {
+                    tracing::warn!(error = %e, "cannot serve GET /metrics; pushing goes on, and the address is tried again every cycle (counted in arkouda_agent_listen_errors_total)");
+                    self.listen_state = state;
+                }
+            }
+        }
     }
 
     async fn poll(&mut self) -> Result<Poll, PollError> {
@@ -390,6 +433,7 @@ impl Agent {
     /// One cycle: poll, translate, push (retrying until `deadline`).
     pub async fn cycle(&mut self, deadline: Instant) -> Outcome {
         let started = Instant::now();
+        self.try_listen().await;
         let polled = self.poll_and_render().await;
         let rendered = Instant::now();
         if self.settings.no_push {
@@ -500,7 +544,8 @@ impl Agent {
 /// `run`: cycles until `shutdown` fires, then deletes the group within the deadline.
 ///
 /// With `--daemonize`, `readiness` tells the waiting caller: ready once everything that can
-/// fail at start (the HTTP clients, the listen address) is up, or why not.
+/// fail at start (the HTTP clients) is up, or why not. The listen address is not among
+/// them: a bind failure is retried every cycle (see [`Agent::listen_at`]).
 pub async fn run(
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
@@ -516,9 +561,7 @@ pub async fn run(
         let mut agent = Agent::new(settings, &job_id)?;
         agent.start_remote_write()?;
         if let Some(addr) = listen_addr {
-            let listen = Listen::start(&addr, interval).await?;
-            tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz");
-            agent.serve(listen);
+            agent.listen_at(addr);
         }
         Ok::<Agent, anyhow::Error>(agent)
     }

@@ -477,15 +477,21 @@ fn daemonize_with_pid_and_log_file() {
         "{err}"
     );
 
-    // So does one that fails later in its start (the listen address is taken): the caller
-    // is told only once the agent is up.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let mut busy = run_args(&pg, "daemon3", &endpoint);
-    busy.extend(["--daemonize", "--listen", &addr]);
-    let (code, _, err) = run_agent(&busy);
+    // So does one that fails later in its start (its CA file cannot be read): the caller
+    // is told only once the agent is up. (A listen address that is taken is no such
+    // failure: see `a_taken_listen_address_is_not_fatal`.)
+    let mut bad_ca = run_args(&pg, "daemon3", &endpoint);
+    bad_ca.extend([
+        "--daemonize",
+        "--pushgateway-ca-file",
+        "/nonexistent/ca.pem",
+    ]);
+    let (code, _, err) = run_agent(&bad_ca);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(
+        err.contains("cannot read CA file /nonexistent/ca.pem"),
+        "{err}"
+    );
 }
 
 /// `--watch-pid`: the agent ends, deleting its group, when the watched process exits.
@@ -540,5 +546,68 @@ fn delete_respects_the_cluster() {
         } else {
             Err(format!("{left:?}"))
         }
+    });
+}
+
+/// A `listen` address that is taken (two jobs on one node sharing the site's port) is
+/// not fatal: the agent pushes with `arkouda_agent_listen_errors_total` > 0, logs the
+/// failure once, and serves `/metrics` as soon as the port is free.
+#[test]
+fn a_taken_listen_address_is_not_fatal() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "busyport",
+        "--interval",
+        "300ms",
+        "--listen",
+        &addr,
+    ]);
+    let g = pg.wait_group("busyport", "a push counting failed binds", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+            && g.value("arkouda_agent_listen_errors_total", &[])
+                .is_some_and(|n| n >= 2.0)
+    });
+    assert!(g.value("arkouda_agent_listen_errors_total", &[]).unwrap() >= 2.0);
+    let log = agent.log_text();
+    assert_eq!(count_lines(&log, "cannot serve GET /metrics"), 1, "{log}");
+    assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
+
+    drop(taken);
+    let http = reqwest::blocking::Client::new();
+    let body = eventually(
+        Duration::from_secs(10),
+        "GET /metrics on the freed port",
+        || {
+            let r = http
+                .get(format!("http://{addr}/metrics"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .map_err(|e| e.to_string())?;
+            if r.status().is_success() {
+                r.text().map_err(|e| e.to_string())
+            } else {
+                Err(r.status().to_string())
+            }
+        },
+    );
+    assert!(
+        body.contains("arkouda_up{job=\"arkouda\",slurm_job_id=\"busyport\"} 1\n"),
+        "{body}"
+    );
+    let log = agent.log_text();
+    assert_eq!(count_lines(&log, "cannot serve GET /metrics"), 1, "{log}");
+    assert_eq!(count_lines(&log, "the address is free again"), 1, "{log}");
+    // Pushing never stopped.
+    pg.wait_group("busyport", "the group still pushed", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
     });
 }
