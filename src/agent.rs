@@ -122,6 +122,10 @@ pub struct Agent {
     /// Scrape mode: where the latest cycle is served, and its context (with the grouping
     /// labels as constant labels).
     listen: Option<(Listen, translate::Context)>,
+    /// The `listen` address while it is not bound yet (taken by another job, say): tried
+    /// again at every cycle; its state is logged only when it changes.
+    listen_pending: Option<String>,
+    listen_state: EndState,
     scrape_body: String,
     server: EndState,
     reported_unknown: HashSet<String>,
@@ -160,6 +164,8 @@ impl Agent {
             settings,
             body: String::new(),
             listen: None,
+            listen_pending: None,
+            listen_state: EndState::Unknown,
             scrape_body: String::new(),
             server: EndState::Unknown,
             reported_unknown: HashSet::new(),
@@ -219,6 +225,43 @@ impl Agent {
         let mut ctx = self.ctx.clone();
         ctx.const_labels = self.key.pairs().to_vec();
         self.listen = Some((listen, ctx));
+    }
+
+    /// Serves every cycle at `addr` (scrape mode). A bind that fails (the port is taken,
+    /// e.g. by another job's agent on the node) is not fatal: it is logged, counted in
+    /// `arkouda_agent_listen_errors_total`, and tried again at the start of every cycle
+    /// while pushing goes on.
+    pub fn listen_at(&mut self, addr: String) {
+        self.stats.listen_errors_total = Some(0);
+        self.listen_pending = Some(addr);
+    }
+
+    /// Tries to bind the pending `listen` address; logs only changes of state.
+    async fn try_listen(&mut self) {
+        let Some(addr) = self.listen_pending.clone() else {
+            return;
+        };
+        match Listen::start(&addr, self.settings.interval).await {
+            Ok(listen) => {
+                let again = if self.listen_state == EndState::Unknown {
+                    ""
+                } else {
+                    " (the address is free again)"
+                };
+                tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz{again}");
+                self.listen_pending = None;
+                self.listen_state = EndState::Up;
+                self.serve(listen);
+            }
+            Err(e) => {
+                *self.stats.listen_errors_total.get_or_insert(0) += 1;
+                let state = EndState::Down(e.to_string());
+                if self.listen_state != state {
+                    tracing::warn!(error = %e, "cannot serve GET /metrics; pushing goes on, and the address is tried again every cycle (counted in arkouda_agent_listen_errors_total)");
+                    self.listen_state = state;
+                }
+            }
+        }
     }
 
     async fn poll(&mut self) -> Result<Poll, PollError> {
@@ -390,6 +433,7 @@ impl Agent {
     /// One cycle: poll, translate, push (retrying until `deadline`).
     pub async fn cycle(&mut self, deadline: Instant) -> Outcome {
         let started = Instant::now();
+        self.try_listen().await;
         let polled = self.poll_and_render().await;
         let rendered = Instant::now();
         if self.settings.no_push {
@@ -500,7 +544,8 @@ impl Agent {
 /// `run`: cycles until `shutdown` fires, then deletes the group within the deadline.
 ///
 /// With `--daemonize`, `readiness` tells the waiting caller: ready once everything that can
-/// fail at start (the HTTP clients, the listen address) is up, or why not.
+/// fail at start (the HTTP clients) is up, or why not. The listen address is not among
+/// them: a bind failure is retried every cycle (see [`Agent::listen_at`]).
 pub async fn run(
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
@@ -516,9 +561,7 @@ pub async fn run(
         let mut agent = Agent::new(settings, &job_id)?;
         agent.start_remote_write()?;
         if let Some(addr) = listen_addr {
-            let listen = Listen::start(&addr, interval).await?;
-            tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz");
-            agent.serve(listen);
+            agent.listen_at(addr);
         }
         Ok::<Agent, anyhow::Error>(agent)
     }
@@ -603,7 +646,7 @@ pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
     let mut agent = Agent::new(settings, &job_id)?;
     if dry_run {
         let (ok, body) = agent.render_once().await;
-        print!("{body}");
+        crate::console::out_raw(format_args!("{body}"));
         return Ok(ok);
     }
     agent.start_remote_write()?;
@@ -629,11 +672,13 @@ pub async fn once(settings: Settings, dry_run: bool) -> anyhow::Result<bool> {
 /// `check`: prints the resolved configuration, then tries both ends.
 pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     for line in resolved.describe() {
-        println!("{line}");
+        crate::outln!("{line}");
     }
     match &settings.job_id {
-        Some(id) => println!("grouping key: {}", grouping_key(&settings, id).path()),
-        None => println!("grouping key: none yet (no job id: give --job-id or set SLURM_JOB_ID)"),
+        Some(id) => crate::outln!("grouping key: {}", grouping_key(&settings, id).path()),
+        None => {
+            crate::outln!("grouping key: none yet (no job id: give --job-id or set SLURM_JOB_ID)")
+        }
     }
 
     let mut s = session(&settings);
@@ -644,7 +689,7 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     .await;
     let arkouda_ok = match polled {
         Ok((endpoint, Ok(p))) => {
-            println!(
+            crate::outln!(
                 "arkouda: OK {endpoint}, release {}, {} locales, {} records",
                 p.release
                     .map(|r| r.to_string())
@@ -655,11 +700,11 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             true
         }
         Ok((_, Err(e))) => {
-            println!("arkouda: FAILED: {e}");
+            crate::outln!("arkouda: FAILED: {e}");
             false
         }
         Err(e) => {
-            println!("arkouda: FAILED: {e}");
+            crate::outln!("arkouda: FAILED: {e}");
             false
         }
     };
@@ -668,9 +713,9 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             let mut ok = true;
             for pgw in all {
                 match pgw.ready(Instant::now() + settings.push_timeout).await {
-                    Ok(()) => println!("pushgateway: OK {}", pgw.url()),
+                    Ok(()) => crate::outln!("pushgateway: OK {}", pgw.url()),
                     Err(e) => {
-                        println!("pushgateway: FAILED: {e}");
+                        crate::outln!("pushgateway: FAILED: {e}");
                         ok = false;
                     }
                 }
@@ -678,7 +723,7 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
             ok
         }
         Err(e) => {
-            println!("pushgateway: FAILED: {e}");
+            crate::outln!("pushgateway: FAILED: {e}");
             false
         }
     };
@@ -688,9 +733,9 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     let key = grouping_key(&settings, settings.job_id.as_deref().unwrap_or_default());
     for opts in remote_write_options(&settings, &key) {
         match RemoteWrite::probe(&opts, Instant::now() + settings.push_timeout).await {
-            Ok(()) => println!("remote_write: OK {}", opts.url),
+            Ok(()) => crate::outln!("remote_write: OK {}", opts.url),
             Err(e) => {
-                println!("remote_write: FAILED: {e}");
+                crate::outln!("remote_write: FAILED: {e}");
                 remote_write_ok = false;
             }
         }
@@ -698,23 +743,88 @@ pub async fn check(settings: Settings, resolved: &Resolved) -> bool {
     arkouda_ok && pushgateway_ok && remote_write_ok
 }
 
-/// SIGTERM or SIGINT once: `shutdown` becomes true (clean stop). A second one: exit at once.
+/// What a signal asks of `run`, given how many stop requests came before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalAction {
+    /// The first SIGTERM, SIGINT or SIGHUP: stop cleanly (delete the group, exit 0).
+    Stop,
+    /// SIGTERM or SIGHUP again while stopping: the same request again, ignored, so that
+    /// `systemctl stop` plus the Epilog's own SIGTERM (or a terminal that closes while the
+    /// agent stops) never abandon the delete. The delete is bounded by `shutdown_timeout`.
+    Again,
+    /// SIGINT while stopping (Ctrl-C twice): exit at once, without the delete.
+    Abort,
+}
+
+/// The signal rule of `run`: the first SIGTERM, SIGINT or SIGHUP stops cleanly; only a
+/// second SIGINT aborts the cleanup (SIGKILL always does).
+pub fn signal_action(sig: i32, stopping: bool) -> SignalAction {
+    match (stopping, sig) {
+        (false, _) => SignalAction::Stop,
+        (true, signal_hook::consts::SIGINT) => SignalAction::Abort,
+        (true, _) => SignalAction::Again,
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+/// SIGTERM, SIGINT or SIGHUP (a terminal that closes: an agent started by hand in an
+/// `salloc` shell) once: `shutdown` becomes true (clean stop). Then [`signal_action`].
 pub fn shutdown_signal() -> std::io::Result<watch::Receiver<bool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let (tx, rx) = watch::channel(false);
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut seen = false;
+            let mut stopping = false;
+            let mut told_again = false;
             for sig in signals.forever() {
-                if seen {
-                    eprintln!("arkouda-push-agent: second signal, exiting at once without cleanup");
-                    std::process::exit(128 + sig);
+                match signal_action(sig, stopping) {
+                    SignalAction::Stop => {
+                        tracing::info!(signal = signal_name(sig), "stop requested");
+                        stopping = true;
+                        let _ = tx.send(true);
+                    }
+                    SignalAction::Again => {
+                        if !told_again {
+                            told_again = true;
+                            tracing::info!(signal = signal_name(sig), "already stopping: the delete goes on (a second SIGINT or SIGKILL abandons it)");
+                        }
+                    }
+                    SignalAction::Abort => {
+                        crate::console::err(format_args!(
+                            "arkouda-push-agent: second SIGINT, exiting at once without cleanup"
+                        ));
+                        std::process::exit(128 + sig);
+                    }
                 }
-                seen = true;
-                let _ = tx.send(true);
             }
         })?;
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+    /// The first signal of any kind stops cleanly; while stopping only SIGINT aborts.
+    #[test]
+    fn signal_rule() {
+        use SignalAction::*;
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            assert_eq!(signal_action(sig, false), Stop, "{sig}");
+        }
+        assert_eq!(signal_action(SIGTERM, true), Again);
+        assert_eq!(signal_action(SIGHUP, true), Again);
+        assert_eq!(signal_action(SIGINT, true), Abort);
+    }
 }

@@ -253,7 +253,7 @@ pub struct Common {
     /// sweep: the squeue binary [default: /usr/bin/squeue].
     #[arg(long, value_name = "PATH")]
     pub squeue: Option<String>,
-    /// sweep: bound on the squeue call [default: 10s].
+    /// sweep: bound on the squeue and scontrol calls [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub squeue_timeout: Option<String>,
 }

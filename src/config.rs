@@ -191,9 +191,9 @@ pub static KEYS: &[KeyDef] = &[
     key("no_scheduler", Kind::Bool, Some("false"), &[],
         "sweep: do not ask Slurm; decide by the groups' leases alone (for hosts without Slurm)."),
     key("squeue", Kind::Path, Some("/usr/bin/squeue"), &[],
-        "sweep: the squeue binary, asked once per sweep for every job (SLURM_CONF is honoured)."),
+        "sweep: the squeue binary, asked once per sweep for every job (squeue --all; SLURM_CONF is honoured); scontrol show config, for the cluster's name and PrivateData, is asked of the scontrol beside it."),
     key("squeue_timeout", Kind::Duration, Some("10s"), &[],
-        "sweep: bound on the squeue call; past it the scheduler check is skipped and leases decide."),
+        "sweep: bound on the squeue and scontrol calls; past it the scheduler check is skipped and leases decide."),
     // [slurm]: how the Slurm hooks (`arkouda-push-agent slurm prolog|epilog`) decide.
     key("slurm.select", Kind::Str, Some("comment"), &[],
         "Which jobs get an agent: comment (the job's comment carries comment_marker), all, partition, or none (the Debian package's default until the site opts jobs in)."),

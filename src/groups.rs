@@ -65,10 +65,10 @@ pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
     // changed list); one that is down does not stop the others.
     for pgw in pushgateways(settings)? {
         match delete_job_on(settings, job_id, &pgw, deadline).await {
-            Ok(0) => println!("no group of job {job_id} in {}", pgw.url()),
+            Ok(0) => crate::outln!("no group of job {job_id} in {}", pgw.url()),
             Ok(n) => deleted += n,
             Err(e) => {
-                eprintln!("arkouda-push-agent: {e}");
+                crate::errln!("arkouda-push-agent: {e}");
                 failed.push(pgw.url().to_string());
             }
         }
@@ -107,7 +107,7 @@ async fn delete_job_on(
         }
         let key = GroupingKey::new(&settings.job, g.labels.clone());
         pgw.delete(&key, deadline).await?;
-        println!("deleted {}{}", pgw.url(), key.path());
+        crate::outln!("deleted {}{}", pgw.url(), key.path());
         deleted += 1;
     }
     Ok(deleted)

@@ -8,7 +8,8 @@
 //! in [`agent`]. [`groups`] knows a job's groups on the Pushgateways (for the agent, the
 //! Slurm hooks in [`slurm`] and [`sweep`]); [`process`] detaches, locks and watches;
 //! [`config`] resolves settings from defaults, file, environment and flags; [`cli`] defines
-//! the command line. Nothing but `main.rs` imports [`agent`].
+//! the command line; [`console`] prints what the subcommands print, quietly past a closed
+//! pipe. Nothing but `main.rs` imports [`agent`].
 
 /// The agent's version, in `arkouda_agent_info` and the HTTP User-Agent.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -17,6 +18,7 @@ pub mod agent;
 pub mod arkouda;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod groups;
 pub mod process;
 pub mod secret;

@@ -42,9 +42,12 @@ fn load(cli: &Cli, env: &BTreeMap<String, String>) -> Result<(Settings, Resolved
 fn init_logging(level: &str, file: Option<&Path>, stamped: bool) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written is dropped, never reported on stderr: that
+    // report would panic when stderr is a closed pipe (`sweep 2>&1 | head -1`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .log_internal_errors(false);
     let writer: tracing_subscriber::fmt::writer::BoxMakeWriter = match file {
         Some(path) => {
             let f = std::fs::OpenOptions::new()
@@ -117,7 +120,7 @@ fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("arkouda-push-agent: error: {e:#}");
+    arkouda_push_agent::errln!("arkouda-push-agent: error: {e:#}");
     ExitCode::FAILURE
 }
 
@@ -145,7 +148,7 @@ fn main() -> ExitCode {
     let (settings, resolved) = match load(&cli, &env) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("arkouda-push-agent: configuration error: {e}");
+            arkouda_push_agent::errln!("arkouda-push-agent: configuration error: {e}");
             return ExitCode::from(CONFIG_ERROR);
         }
     };

@@ -160,7 +160,7 @@ pub fn daemonize() -> Result<Readiness, ProcessError> {
                     } else {
                         answer
                     };
-                    eprintln!("arkouda-push-agent: error: {reason}");
+                    crate::errln!("arkouda-push-agent: error: {reason}");
                     std::process::exit(1)
                 }
             }

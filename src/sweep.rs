@@ -5,16 +5,21 @@
 //! (the Pushgateway was down when the job ended, a node crashed, the controller restarted,
 //! groups from before the hooks were installed) would be served as current for good. The
 //! sweep lists the groups this agent made (its `job` label and a `slurm_job_id`; with
-//! `cluster` set, that cluster's only), asks Slurm once which jobs it still has, and
-//! deletes the groups of jobs it no longer has. Slurm's answer wins: a running job's group
-//! is kept whatever its lease (the lease alert tells the admin its agent died). Only when
-//! Slurm cannot be asked, or with `no_scheduler`, do the leases decide
-//! (`arkouda_agent_lease_expiry_timestamp_seconds` + `grace` < now).
+//! `cluster` set, that cluster's only), asks Slurm once which jobs it still has (`squeue
+//! --all`) and what it may see (`scontrol show config`), and deletes the groups of jobs it
+//! no longer has. A listed job's group is kept whatever its lease (the lease alert tells
+//! the admin its agent died). An unlisted job's group goes at once only when Slurm's view
+//! is complete for it: the sweep sees every job (no `PrivateData=jobs`, or it runs as root
+//! or SlurmUser) and the group is of this cluster (`cluster`, else Slurm's ClusterName).
+//! Otherwise, and when Slurm cannot be asked or with `no_scheduler`, the leases decide
+//! (`arkouda_agent_lease_expiry_timestamp_seconds` + `grace` < now). Groups of another
+//! cluster are never judged by this cluster's jobs: they are left alone.
 //!
-//! The decisions ([`lease_state`], [`decide`], [`ours`]) are pure functions, tested by
-//! table. This module must never touch a group that another exporter pushed (another `job`
-//! label, or no `slurm_job_id`), and never calls Slurm more than once per sweep: sites
-//! complain about exporters that flood slurmctld.
+//! The decisions ([`lease_state`], [`decide`], [`ours`], [`view`], [`standing`]) are pure
+//! functions, tested by table. This module must never touch a group that another exporter
+//! pushed (another `job` label, or no `slurm_job_id`), and asks Slurm once per sweep (one
+//! `squeue`, one `scontrol`, side by side, each bounded): sites complain about exporters
+//! that flood slurmctld.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -32,9 +37,13 @@ use crate::translate::AGENT_LEASE;
 /// What Slurm said, or why it was not asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scheduler {
-    /// The ids of every job Slurm has (pending, running, completing…): array tasks by their
-    /// own job id (`%A`) and by `ARRAYID_TASK` (`%i`).
-    Jobs(HashSet<String>),
+    /// The ids of the jobs Slurm lists (pending, running, completing…): array tasks by their
+    /// own job id (`%A`) and by `ARRAYID_TASK` (`%i`). `partial`: why the list may lack
+    /// running jobs (see [`view`]); None when it has every job of the cluster.
+    Jobs {
+        ids: HashSet<String>,
+        partial: Option<String>,
+    },
     /// Slurm could not be asked; the reason.
     Unavailable(String),
     /// `no_scheduler`.
@@ -91,6 +100,9 @@ pub enum Reason {
     NotASlurmJob(Lease),
     /// Slurm was not asked: the lease decides.
     ByLease(Lease),
+    /// Slurm does not list the job, but its answer cannot vouch for this group (why): the
+    /// lease decides.
+    Unconfirmed { why: String, lease: Lease },
 }
 
 /// What to do with one group.
@@ -113,6 +125,9 @@ impl Verdict {
                 format!("job id `{job_id}` is not a Slurm job id, so its lease decides: {l}")
             }
             Reason::ByLease(l) => format!("job {job_id}: {l}"),
+            Reason::Unconfirmed { why, lease } => format!(
+                "job {job_id} is not in Slurm's answer, but {why}, so its lease decides: {lease}"
+            ),
         }
     }
 }
@@ -128,24 +143,144 @@ pub fn is_slurm_job_id(id: &str) -> bool {
     }
 }
 
-/// The decision for a group of job `job_id`, whose lease is `lease`.
-pub fn decide(job_id: &str, lease: Lease, scheduler: &Scheduler) -> Verdict {
+/// The decision for a group of job `job_id`, whose lease is `lease`. `doubt`: why Slurm's
+/// answer cannot vouch for this group in particular ([`standing`]), besides a partial view.
+pub fn decide(job_id: &str, lease: Lease, scheduler: &Scheduler, doubt: Option<&str>) -> Verdict {
     let by_lease = |reason: Reason| Verdict {
         delete: matches!(lease, Lease::Expired(_)),
         reason,
     };
     match scheduler {
-        Scheduler::Jobs(_) if !is_slurm_job_id(job_id) => by_lease(Reason::NotASlurmJob(lease)),
-        Scheduler::Jobs(jobs) if jobs.contains(job_id) => Verdict {
+        Scheduler::Jobs { .. } if !is_slurm_job_id(job_id) => by_lease(Reason::NotASlurmJob(lease)),
+        Scheduler::Jobs { ids, .. } if ids.contains(job_id) => Verdict {
             delete: false,
             reason: Reason::JobInSlurm(lease),
         },
-        Scheduler::Jobs(_) => Verdict {
-            delete: true,
-            reason: Reason::JobEnded,
+        Scheduler::Jobs { partial, .. } => match doubt.or(partial.as_deref()) {
+            Some(why) => by_lease(Reason::Unconfirmed {
+                why: why.to_string(),
+                lease,
+            }),
+            None => Verdict {
+                delete: true,
+                reason: Reason::JobEnded,
+            },
         },
         Scheduler::Unavailable(_) | Scheduler::Skipped => by_lease(Reason::ByLease(lease)),
     }
+}
+
+/// Where a group stands with respect to this sweep's cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// This cluster's group (or any group, while leases decide without a known cluster).
+    Judge,
+    /// Judged, but Slurm's job list cannot vouch for it (why): its lease decides.
+    Doubt(String),
+    /// Another cluster's group: left alone.
+    OtherCluster(String),
+}
+
+/// A group whose `cluster` label is `group`, in a sweep of cluster `this` (configured, or
+/// Slurm's ClusterName; None: unknown).
+pub fn standing(group: Option<&str>, this: Option<&str>) -> Standing {
+    match (group, this) {
+        (Some(g), Some(t)) if g == t => Standing::Judge,
+        (Some(g), Some(_)) => Standing::OtherCluster(g.to_string()),
+        (None, Some(t)) => Standing::Doubt(format!(
+            "the group has no cluster label (cluster `{t}`'s job list cannot vouch for it)"
+        )),
+        (_, None) => Standing::Doubt(
+            "this cluster's name is unknown (no `cluster` set, and Slurm's ClusterName could not be read) and a shared Pushgateway may hold other clusters' jobs".to_string(),
+        ),
+    }
+}
+
+/// What the sweep needs of `scontrol show config`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlurmConfig {
+    pub cluster: Option<String>,
+    /// `PrivateData`, lower-cased words (`jobs`, `usage`…); empty for `none`.
+    pub private_data: Vec<String>,
+    /// `SlurmUser`, e.g. `slurm(64030)`: the name and the uid.
+    pub slurm_user: Option<(String, Option<u32>)>,
+    /// `MCSPlugin` other than `mcs/none` whose `MCSParameters` carry `privatedata`.
+    pub mcs_private: bool,
+}
+
+/// Parses `scontrol show config` (`Key = value` lines).
+pub fn parse_scontrol_config(out: &str) -> SlurmConfig {
+    let mut c = SlurmConfig::default();
+    let mut mcs_plugin = String::new();
+    let mut mcs_params = String::new();
+    let unset = |v: &str| v.is_empty() || v == "(null)" || v.eq_ignore_ascii_case("none");
+    for line in out.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "ClusterName" if !unset(value) => c.cluster = Some(value.to_string()),
+            "PrivateData" if !unset(value) => {
+                c.private_data = value
+                    .split(',')
+                    .map(|w| w.trim().to_ascii_lowercase())
+                    .filter(|w| !w.is_empty())
+                    .collect();
+            }
+            "SlurmUser" if !unset(value) => {
+                let (name, uid) = match value.split_once('(') {
+                    Some((n, rest)) => (n, rest.trim_end_matches(')').trim().parse().ok()),
+                    None => (value, None),
+                };
+                c.slurm_user = Some((name.trim().to_string(), uid));
+            }
+            "MCSPlugin" => mcs_plugin = value.to_string(),
+            "MCSParameters" => mcs_params = value.to_ascii_lowercase(),
+            _ => {}
+        }
+    }
+    c.mcs_private = !unset(&mcs_plugin)
+        && mcs_plugin != "mcs/none"
+        && mcs_params
+            .split([',', ':'])
+            .any(|w| w.trim() == "privatedata");
+    c
+}
+
+/// Why `squeue` run by `euid` may not list every job of the cluster (None: it lists them
+/// all), from Slurm's configuration, or from why that could not be read. Hidden partitions
+/// and partitions of other groups (AllowGroups) are listed with `--all`; `PrivateData=jobs`
+/// (and MCS with `privatedata`) hides other users' jobs from all but root, SlurmUser and
+/// Slurm operators (whom the sweep cannot tell: they count as partial).
+pub fn view(config: Result<&SlurmConfig, &str>, euid: u32) -> Option<String> {
+    let c = match config {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(format!(
+                "Slurm's configuration could not be read ({e}), so whether squeue lists every job is unknown"
+            ))
+        }
+    };
+    let slurm_uid = c.slurm_user.as_ref().and_then(|(_, uid)| *uid);
+    if euid == 0 || Some(euid) == slurm_uid {
+        return None;
+    }
+    let who = match &c.slurm_user {
+        Some((name, _)) => format!("uid {euid}, neither root nor SlurmUser {name}"),
+        None => format!("uid {euid}, not root"),
+    };
+    if c.private_data.iter().any(|w| w == "jobs") {
+        return Some(format!(
+            "PrivateData=jobs hides other users' jobs from this sweep ({who})"
+        ));
+    }
+    if c.mcs_private {
+        return Some(format!(
+            "MCS privatedata hides jobs of other MCS labels from this sweep ({who})"
+        ));
+    }
+    None
 }
 
 /// The job id of a group this agent made: its `job` label is `job`, it has a
@@ -196,6 +331,16 @@ pub struct Found {
     pub lease_expiry: Option<f64>,
 }
 
+impl Found {
+    /// Its `cluster` label.
+    pub fn cluster(&self) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == "cluster")
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Fills in a missing lease from another group of the same job on the same Pushgateway
 /// (with `layout = "locale"` only the job's main group carries the agent's series).
 pub fn share_leases(found: &mut [Found]) {
@@ -223,7 +368,7 @@ pub fn share_leases(found: &mut [Found]) {
     }
 }
 
-/// Why squeue gave no answer.
+/// Why squeue or scontrol gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SqueueError {
     #[error("cannot run {path}: {reason}")]
@@ -238,12 +383,34 @@ pub enum SqueueError {
     },
 }
 
-/// Runs squeue once for every job, killed after `timeout` (with slurmctld down it would
-/// take ~9 s to fail, with a wrong SLURM_CONF a minute). SLURM_CONF passes through from
-/// the environment. Blocking: call it off the async runtime.
+/// Runs squeue once for every job, in every partition (`--all`: Hidden ones and those
+/// of other groups too), killed after `timeout` (with slurmctld down it would take ~9 s to
+/// fail, with a wrong SLURM_CONF a minute). SLURM_CONF passes through from the
+/// environment. Blocking: call it off the async runtime.
 pub fn ask_squeue(path: &Path, timeout: Duration) -> Result<HashSet<String>, SqueueError> {
+    let out = run_slurm(
+        path,
+        &["--all", "--noheader", "--array", "--format=%A %i"],
+        timeout,
+    )?;
+    Ok(parse_squeue(&out))
+}
+
+/// `scontrol show config`, bounded as [`ask_squeue`].
+pub fn ask_scontrol(path: &Path, timeout: Duration) -> Result<SlurmConfig, SqueueError> {
+    let out = run_slurm(path, &["show", "config"], timeout)?;
+    Ok(parse_scontrol_config(&out))
+}
+
+/// scontrol beside the configured squeue (a site with Slurm under /opt has both there).
+pub fn scontrol_path(squeue: &Path) -> PathBuf {
+    squeue.with_file_name("scontrol")
+}
+
+/// Runs a Slurm command, killed after `timeout`; its standard output.
+fn run_slurm(path: &Path, args: &[&str], timeout: Duration) -> Result<String, SqueueError> {
     let mut child = Command::new(path)
-        .args(["--noheader", "--array", "--format=%A %i"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -302,7 +469,7 @@ pub fn ask_squeue(path: &Path, timeout: Duration) -> Result<HashSet<String>, Squ
             stderr,
         });
     }
-    Ok(parse_squeue(&stdout))
+    Ok(stdout)
 }
 
 fn unix_now() -> f64 {
@@ -338,7 +505,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
                 }
             }
             Err(e) => {
-                println!("cannot list the groups of {}: {e}", pgw.url());
+                crate::outln!("cannot list the groups of {}: {e}", pgw.url());
                 tracing::error!(error = %e, "cannot list the Pushgateway's groups");
                 ok = false;
             }
@@ -347,28 +514,54 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
     share_leases(&mut found);
     let grace = humantime::format_duration(settings.grace);
 
+    // This sweep's cluster: the configured one, else Slurm's ClusterName (learned below).
+    let mut cluster = settings.cluster.clone();
     let scheduler = if settings.no_scheduler {
-        println!("scheduler check skipped (no_scheduler): leases decide, grace {grace}");
+        crate::outln!("scheduler check skipped (no_scheduler): leases decide, grace {grace}");
         Scheduler::Skipped
     } else if found.is_empty() {
         // Nothing to judge: spare slurmctld the query.
         Scheduler::Skipped
     } else {
-        let (path, timeout) = (settings.squeue.clone(), settings.squeue_timeout);
-        let answer = tokio::task::spawn_blocking(move || ask_squeue(&path, timeout)).await;
-        match answer {
-            Ok(Ok(jobs)) => {
-                println!("scheduler check: squeue lists {} jobs", jobs.len());
-                Scheduler::Jobs(jobs)
+        let (squeue, timeout) = (settings.squeue.clone(), settings.squeue_timeout);
+        let scontrol = scontrol_path(&squeue);
+        // Side by side: the sweep waits one timeout at most.
+        let (jobs, config) = tokio::join!(
+            tokio::task::spawn_blocking(move || ask_squeue(&squeue, timeout)),
+            tokio::task::spawn_blocking(move || ask_scontrol(&scontrol, timeout)),
+        );
+        let config = match config {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let (None, Ok(c)) = (&cluster, &config) {
+            if let Some(name) = &c.cluster {
+                crate::outln!("cluster `{name}` (Slurm's ClusterName): groups of other clusters are left alone");
+                cluster = Some(name.clone());
             }
-            Ok(Err(e)) => {
-                println!("scheduler check skipped: {e}; leases decide, grace {grace}");
-                tracing::warn!(error = %e, "cannot ask Slurm; the groups' leases decide");
-                Scheduler::Unavailable(e.to_string())
+        }
+        let jobs = match jobs {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match jobs {
+            Ok(ids) => {
+                let euid = nix::unistd::geteuid().as_raw();
+                let partial = view(config.as_ref().map_err(String::as_str), euid);
+                match &partial {
+                    None => crate::outln!("scheduler check: squeue lists {} jobs", ids.len()),
+                    Some(why) => {
+                        crate::outln!("scheduler check: squeue lists {} jobs, a partial view: {why}; the groups of jobs it does not list are judged by their leases, grace {grace}", ids.len());
+                        tracing::info!(reason = %why, "Slurm's view is partial; leases decide for the jobs squeue does not list");
+                    }
+                }
+                Scheduler::Jobs { ids, partial }
             }
             Err(e) => {
-                println!("scheduler check skipped: {e}; leases decide, grace {grace}");
-                Scheduler::Unavailable(e.to_string())
+                crate::outln!("scheduler check skipped: {e}; leases decide, grace {grace}");
+                tracing::warn!(error = %e, "cannot ask Slurm; the groups' leases decide");
+                Scheduler::Unavailable(e)
             }
         }
     };
@@ -379,16 +572,32 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
         let Some(pgw) = pgws.get(f.pushgateway) else {
             continue;
         };
+        // With Slurm's answer, or a known cluster, a group stands by its cluster label;
+        // leases alone without a known cluster judge every group, as they always did.
+        let doubt = match (&scheduler, &cluster) {
+            (Scheduler::Jobs { .. }, _) | (_, Some(_)) => {
+                match standing(f.cluster(), cluster.as_deref()) {
+                    Standing::Judge => None,
+                    Standing::Doubt(_) if !matches!(scheduler, Scheduler::Jobs { .. }) => None,
+                    Standing::Doubt(why) => Some(why),
+                    Standing::OtherCluster(_) => {
+                        others += 1;
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
         let lease = lease_state(f.lease_expiry, now, settings.grace);
-        let verdict = decide(&f.job_id, lease, &scheduler);
+        let verdict = decide(&f.job_id, lease, &scheduler, doubt.as_deref());
         let key = GroupingKey::new(&settings.job, agent_order(f.labels.clone()));
         let place = format!("{}{}", pgw.url(), key.path());
         let why = verdict.describe(&f.job_id);
         if !verdict.delete {
-            println!("kept {place}: {why}");
+            crate::outln!("kept {place}: {why}");
             kept += 1;
         } else if dry_run {
-            println!("would delete {place}: {why}");
+            crate::outln!("would delete {place}: {why}");
             deleted += 1;
         } else {
             match pgw
@@ -396,18 +605,18 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
                 .await
             {
                 Ok(()) => {
-                    println!("deleted {place}: {why}");
+                    crate::outln!("deleted {place}: {why}");
                     tracing::info!(group = %place, reason = %why, "deleted a group");
                     deleted += 1;
                 }
                 Err(e) => {
-                    println!("FAILED to delete {place} ({why}): {e}");
+                    crate::outln!("FAILED to delete {place} ({why}): {e}");
                     ok = false;
                 }
             }
         }
     }
-    println!(
+    crate::outln!(
         "sweep: {deleted} {}, {kept} kept, {others} groups of other exporters untouched",
         if dry_run { "to delete" } else { "deleted" }
     );
@@ -442,16 +651,23 @@ mod tests {
         );
     }
 
-    /// The decision table: Slurm's answer wins for Slurm job ids; the lease decides only
-    /// when Slurm was not asked, or for ids that are not Slurm's.
+    /// The decision table: with a full view Slurm's answer wins for Slurm job ids; the
+    /// lease decides when Slurm was not asked, for ids that are not Slurm's, and for jobs
+    /// a partial view (or a doubtful group) does not list. A listed job is always kept.
     #[test]
     fn decision_table() {
-        let jobs = Scheduler::Jobs(
-            ["42", "43", "100_3", "7"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
+        let ids: HashSet<String> = ["42", "43", "100_3", "7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let jobs = Scheduler::Jobs {
+            ids: ids.clone(),
+            partial: None,
+        };
+        let part = Scheduler::Jobs {
+            ids,
+            partial: Some("PrivateData=jobs hides other users' jobs".into()),
+        };
         let down = Scheduler::Unavailable("squeue timed out".into());
         let skip = Scheduler::Skipped;
         let live = Lease::Live(30.0);
@@ -480,14 +696,107 @@ mod tests {
             ("42", none, &down, false, "job 42: no lease"),
             ("44", old, &skip, true, "job 44: lease expired 2h ago, beyond the grace"),
             ("44", live, &skip, false, "job 44: lease valid for 30s"),
+            // A partial view: a listed job is kept, an unlisted one goes by its lease.
+            ("42", old, &part, false, "job 42 is still in Slurm (lease expired 2h ago, beyond the grace: its agent may have died)"),
+            ("44", live, &part, false, "job 44 is not in Slurm's answer, but PrivateData=jobs hides other users' jobs, so its lease decides: lease valid for 30s"),
+            ("44", grace, &part, false, "job 44 is not in Slurm's answer, but PrivateData=jobs hides other users' jobs, so its lease decides: lease expired 30s ago, within the grace"),
+            ("44", none, &part, false, "job 44 is not in Slurm's answer, but PrivateData=jobs hides other users' jobs, so its lease decides: no lease"),
+            ("44", old, &part, true, "job 44 is not in Slurm's answer, but PrivateData=jobs hides other users' jobs, so its lease decides: lease expired 2h ago, beyond the grace"),
         ];
         for (id, lease, sched, delete, why) in table {
-            let v = decide(id, *lease, sched);
+            let v = decide(id, *lease, sched, None);
             assert_eq!(
                 (v.delete, v.describe(id).as_str()),
                 (*delete, *why),
                 "{id} {lease:?} {sched:?}"
             );
+        }
+        // A doubtful group (no cluster label, say) with a full view: its lease decides
+        // unless Slurm lists the job.
+        let doubt = Some("the group has no cluster label");
+        let v = decide("44", live, &jobs, doubt);
+        assert!(!v.delete);
+        assert_eq!(v.describe("44"), "job 44 is not in Slurm's answer, but the group has no cluster label, so its lease decides: lease valid for 30s");
+        assert!(decide("44", old, &jobs, doubt).delete);
+        assert!(!decide("42", old, &jobs, doubt).delete);
+        // Doubt changes nothing when Slurm was not asked.
+        assert_eq!(
+            decide("44", old, &down, doubt),
+            decide("44", old, &down, None)
+        );
+    }
+
+    /// A group's standing by its cluster label and this sweep's cluster.
+    #[test]
+    fn standing_by_cluster() {
+        assert_eq!(standing(Some("a"), Some("a")), Standing::Judge);
+        assert_eq!(
+            standing(Some("b"), Some("a")),
+            Standing::OtherCluster("b".into())
+        );
+        let Standing::Doubt(why) = standing(None, Some("a")) else {
+            panic!()
+        };
+        assert!(why.contains("no cluster label"), "{why}");
+        for group in [Some("a"), None] {
+            let Standing::Doubt(why) = standing(group, None) else {
+                panic!()
+            };
+            assert!(why.contains("this cluster's name is unknown"), "{why}");
+        }
+    }
+
+    const SCONTROL: &str = "Configuration data as of 2026-01-01T00:00:00\n\
+        AccountingStorageBackupHost = (null)\n\
+        ClusterName             = alpha\n\
+        MCSPlugin               = mcs/none\n\
+        MCSParameters           = (null)\n\
+        PrivateData             = jobs,usage\n\
+        SlurmUser               = slurm(64030)\n\
+        SLURM_CONF              = /etc/slurm/slurm.conf\n";
+
+    #[test]
+    fn scontrol_config_is_read() {
+        let c = parse_scontrol_config(SCONTROL);
+        assert_eq!(c.cluster.as_deref(), Some("alpha"));
+        assert_eq!(c.private_data, vec!["jobs", "usage"]);
+        assert_eq!(c.slurm_user, Some(("slurm".into(), Some(64030))));
+        assert!(!c.mcs_private);
+        let c = parse_scontrol_config(
+            "PrivateData = none\nClusterName = (null)\nMCSPlugin = mcs/user\nMCSParameters = ondemand,select,privatedata\nSlurmUser = root(0)\n",
+        );
+        assert_eq!(c.cluster, None);
+        assert!(c.private_data.is_empty());
+        assert!(c.mcs_private);
+        assert_eq!(c.slurm_user, Some(("root".into(), Some(0))));
+        assert_eq!(parse_scontrol_config(""), SlurmConfig::default());
+    }
+
+    /// Whether squeue run by a user lists every job, by Slurm's policies.
+    #[test]
+    fn view_table() {
+        let cfg = |text: &str| parse_scontrol_config(text);
+        let private = cfg("PrivateData = jobs\nSlurmUser = slurm(64030)\n");
+        let open = cfg("PrivateData = usage,users\nSlurmUser = slurm(64030)\n");
+        let mcs = cfg("MCSPlugin = mcs/group\nMCSParameters = enforced:privatedata\nSlurmUser = slurm(64030)\n");
+        // (config, euid, partial: Some(start of the reason))
+        #[rustfmt::skip]
+        let table: &[(Result<&SlurmConfig, &str>, u32, Option<&str>)] = &[
+            (Ok(&open), 998, None),
+            (Ok(&private), 0, None),
+            (Ok(&private), 64030, None),
+            (Ok(&private), 998, Some("PrivateData=jobs hides other users' jobs from this sweep (uid 998, neither root nor SlurmUser slurm)")),
+            (Ok(&mcs), 998, Some("MCS privatedata hides jobs of other MCS labels")),
+            (Ok(&mcs), 0, None),
+            (Err("scontrol did not answer within 10s"), 0, Some("Slurm's configuration could not be read (scontrol did not answer within 10s)")),
+        ];
+        for (config, euid, want) in table {
+            let got = view(*config, *euid);
+            match (want, &got) {
+                (None, None) => {}
+                (Some(w), Some(g)) if g.starts_with(w) => {}
+                _ => panic!("{config:?} uid {euid}: {got:?}, want {want:?}"),
+            }
         }
     }
 
@@ -627,7 +936,11 @@ mod tests {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
             p
         };
-        let ok = script("ok", "echo \"$@\" >&2; printf '5 5\\n6 4_1\\n'");
+        // squeue must be asked with --all (Hidden partitions, those of other groups).
+        let ok = script(
+            "ok",
+            "case \" $* \" in *' --all '*) ;; *) echo \"no --all: $*\" >&2; exit 1;; esac; printf '5 5\\n6 4_1\\n'",
+        );
         assert_eq!(
             ask_squeue(&ok, Duration::from_secs(5)).unwrap(),
             parse_squeue("5 5 6 4_1")
@@ -652,6 +965,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("cannot run "), "{e}");
+
+        // scontrol, found beside squeue, bounded the same way.
+        let squeue = dir.join("squeue");
+        let scontrol = scontrol_path(&squeue);
+        assert_eq!(scontrol, dir.join("scontrol"));
+        std::fs::write(
+            &scontrol,
+            format!(
+                "#!/bin/sh\n[ \"$*\" = 'show config' ] || exit 1\ncat <<'EOF'\n{SCONTROL}EOF\n"
+            ),
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&scontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let c = ask_scontrol(&scontrol, Duration::from_secs(5)).unwrap();
+        assert_eq!(c, parse_scontrol_config(SCONTROL));
+        let t = std::time::Instant::now();
+        assert!(ask_scontrol(&hang, Duration::from_millis(300)).is_err());
+        assert!(t.elapsed() < Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -59,6 +59,7 @@ defs! {
     AGENT_PUSH_ERRORS = "arkouda_agent_push_errors_total", Counter, "Failed pushes since the agent started.";
     AGENT_RW_ERRORS = "arkouda_agent_remote_write_errors_total", Counter, "Failed remote-write attempts (connection error or non-2xx answer; each retry counts) since the agent started, summed over receivers.";
     AGENT_RW_DROPPED = "arkouda_agent_remote_write_dropped_total", Counter, "Remote-write requests (one per cycle and receiver) given up on since the agent started: rejected with a 4xx other than 429, pushed out of the full queue, or cleared at job end.";
+    AGENT_LISTEN_ERRORS = "arkouda_agent_listen_errors_total", Counter, "Failed attempts to bind the listen address (scrape mode) since the agent started; the agent keeps pushing and tries again every cycle.";
     AGENT_SKIPPED = "arkouda_agent_skipped_records_total", Counter, "Records the agent skipped since it started (unknown category or scope, missing field, or nothing to map them to).";
     AGENT_UNKNOWN_FIELDS = "arkouda_agent_unknown_fields_total", Counter, "Unknown fields seen on metric records since the agent started (ignored).";
     AGENT_LEASE = "arkouda_agent_lease_expiry_timestamp_seconds", Gauge, "Unix time until which the agent holds this group: push time + lease. Past it the agent is presumed dead; `arkouda-push-agent sweep` may delete the group.";
@@ -122,6 +123,8 @@ pub struct AgentStats {
     /// no receiver is configured.
     pub remote_write_errors_total: Option<u64>,
     pub remote_write_dropped_total: Option<u64>,
+    /// Failed binds of the `listen` address; None (not emitted) without `listen`.
+    pub listen_errors_total: Option<u64>,
 }
 
 /// Fixed facts that label the output.
@@ -425,6 +428,9 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
     }
     if let Some(n) = a.remote_write_dropped_total {
         b.add(AGENT_RW_DROPPED, &[], n as f64);
+    }
+    if let Some(n) = a.listen_errors_total {
+        b.add(AGENT_LISTEN_ERRORS, &[], n as f64);
     }
     if ctx.job_user.is_some() || ctx.partition.is_some() {
         b.add(
@@ -1152,6 +1158,30 @@ arkouda_up 1
                 "arkouda_agent_remote_write_errors_total 3"
             ]
         );
+    }
+
+    #[test]
+    fn listen_counter_only_with_listen() {
+        let ctx = Context::default();
+        let snap = |a: &AgentStats| {
+            samples(
+                &families(
+                    &Snapshot {
+                        records: None,
+                        server_info: None,
+                        agent: a,
+                    },
+                    &ctx,
+                ),
+                "arkouda_agent_listen",
+            )
+        };
+        assert!(snap(&agent()).is_empty());
+        let a = AgentStats {
+            listen_errors_total: Some(2),
+            ..agent()
+        };
+        assert_eq!(snap(&a), vec!["arkouda_agent_listen_errors_total 2"]);
     }
 
     #[test]

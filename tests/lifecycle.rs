@@ -49,6 +49,114 @@ fn signal_deletes_the_group_and_exits_0() {
     }
 }
 
+/// SIGHUP, as an agent started by hand in an `salloc` shell gets when the shell closes:
+/// handled as SIGTERM (the group is deleted, exit 0).
+#[test]
+fn sighup_deletes_the_group_and_exits_0() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let mut agent = spawn_agent(&run_args(&pg, "hup", &endpoint));
+    pg.wait_group("hup", "the group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    agent.signal("HUP");
+    pg.wait_gone("hup", Duration::from_secs(2));
+    let status = agent.wait_exit(Duration::from_secs(3));
+    let log = agent.log_text();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stop requested signal=\"SIGHUP\""), "{log}");
+    assert!(log.contains("group deleted"), "{log}");
+}
+
+/// An agent whose final delete is held up (the Pushgateway stalls), stopped by SIGTERM.
+/// Returns the agent, the proxy and the Pushgateway once the agent is deleting.
+fn agent_stuck_in_its_delete(job: &str) -> (Proc, FaultProxy, Pushgateway) {
+    let pg = Pushgateway::start();
+    let proxy = FaultProxy::start(pg.port(), ProxyMode::Pass);
+    let sim = Sim::start(&[]);
+    let endpoint = sim.endpoint();
+    let url = proxy.url();
+    let agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &endpoint,
+        "--pushgateway",
+        &url,
+        "--job-id",
+        job,
+        "--interval",
+        "300ms",
+        "--push-timeout",
+        "1s",
+        "--shutdown-timeout",
+        "10s",
+    ]);
+    pg.wait_group(job, "the group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    proxy.set(ProxyMode::Stall, true);
+    agent.signal("TERM");
+    eventually(
+        Duration::from_secs(5),
+        "the agent to start its delete",
+        || {
+            let log = agent.log_text();
+            if log.contains("stopping: deleting the job's group") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    (agent, proxy, pg)
+}
+
+/// `systemctl stop` and the Epilog's own SIGTERM (or SIGHUP from a closing terminal) can
+/// reach the agent while it deletes its group: the delete goes on, exit 0, group gone.
+#[test]
+fn a_second_sigterm_does_not_abandon_the_delete() {
+    let (mut agent, proxy, pg) = agent_stuck_in_its_delete("twice");
+    agent.signal("TERM");
+    agent.signal("HUP");
+    eventually(
+        Duration::from_secs(5),
+        "the agent to note the repeat",
+        || {
+            let log = agent.log_text();
+            if log.contains("already stopping: the delete goes on") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent still runs its delete"
+    );
+    assert_eq!(pg.job_groups("twice").len(), 1, "not deleted yet");
+    proxy.set(ProxyMode::Pass, true);
+    pg.wait_gone("twice", Duration::from_secs(5));
+    let status = agent.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", agent.log_text());
+}
+
+/// Only a second SIGINT (Ctrl-C twice) abandons the delete: exit 130 at once.
+#[test]
+fn a_second_sigint_abandons_the_delete() {
+    let (mut agent, _proxy, pg) = agent_stuck_in_its_delete("ctrlc");
+    let sent = Instant::now();
+    agent.signal("INT");
+    let status = agent.wait_exit(Duration::from_secs(2));
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    assert_eq!(status.code(), Some(130), "{}", agent.log_text());
+    assert!(agent
+        .log_text()
+        .contains("second SIGINT, exiting at once without cleanup"));
+    assert_eq!(pg.job_groups("ctrlc").len(), 1, "the group is left behind");
+}
+
 /// SIGTERM while the Arkouda server hangs (a poll is stuck in its receive): the group is
 /// still deleted at once.
 #[test]
@@ -369,15 +477,21 @@ fn daemonize_with_pid_and_log_file() {
         "{err}"
     );
 
-    // So does one that fails later in its start (the listen address is taken): the caller
-    // is told only once the agent is up.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let mut busy = run_args(&pg, "daemon3", &endpoint);
-    busy.extend(["--daemonize", "--listen", &addr]);
-    let (code, _, err) = run_agent(&busy);
+    // So does one that fails later in its start (its CA file cannot be read): the caller
+    // is told only once the agent is up. (A listen address that is taken is no such
+    // failure: see `a_taken_listen_address_is_not_fatal`.)
+    let mut bad_ca = run_args(&pg, "daemon3", &endpoint);
+    bad_ca.extend([
+        "--daemonize",
+        "--pushgateway-ca-file",
+        "/nonexistent/ca.pem",
+    ]);
+    let (code, _, err) = run_agent(&bad_ca);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(
+        err.contains("cannot read CA file /nonexistent/ca.pem"),
+        "{err}"
+    );
 }
 
 /// `--watch-pid`: the agent ends, deleting its group, when the watched process exits.
@@ -432,5 +546,68 @@ fn delete_respects_the_cluster() {
         } else {
             Err(format!("{left:?}"))
         }
+    });
+}
+
+/// A `listen` address that is taken (two jobs on one node sharing the site's port) is
+/// not fatal: the agent pushes with `arkouda_agent_listen_errors_total` > 0, logs the
+/// failure once, and serves `/metrics` as soon as the port is free.
+#[test]
+fn a_taken_listen_address_is_not_fatal() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&[]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "busyport",
+        "--interval",
+        "300ms",
+        "--listen",
+        &addr,
+    ]);
+    let g = pg.wait_group("busyport", "a push counting failed binds", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+            && g.value("arkouda_agent_listen_errors_total", &[])
+                .is_some_and(|n| n >= 2.0)
+    });
+    assert!(g.value("arkouda_agent_listen_errors_total", &[]).unwrap() >= 2.0);
+    let log = agent.log_text();
+    assert_eq!(count_lines(&log, "cannot serve GET /metrics"), 1, "{log}");
+    assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
+
+    drop(taken);
+    let http = reqwest::blocking::Client::new();
+    let body = eventually(
+        Duration::from_secs(10),
+        "GET /metrics on the freed port",
+        || {
+            let r = http
+                .get(format!("http://{addr}/metrics"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .map_err(|e| e.to_string())?;
+            if r.status().is_success() {
+                r.text().map_err(|e| e.to_string())
+            } else {
+                Err(r.status().to_string())
+            }
+        },
+    );
+    assert!(
+        body.contains("arkouda_up{job=\"arkouda\",slurm_job_id=\"busyport\"} 1\n"),
+        "{body}"
+    );
+    let log = agent.log_text();
+    assert_eq!(count_lines(&log, "cannot serve GET /metrics"), 1, "{log}");
+    assert_eq!(count_lines(&log, "the address is free again"), 1, "{log}");
+    // Pushing never stopped.
+    pg.wait_group("busyport", "the group still pushed", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
     });
 }

@@ -189,6 +189,21 @@ fn sweep_on_a_real_slurm() {
         ]
     ));
 
+    // Without `cluster`, the sweep learns it from Slurm (scontrol show config) and leaves
+    // the other cluster's group alone.
+    let (rc, out, _) = sweep(
+        Some(&conf),
+        &["--pushgateway", pg.url.as_str(), "--dry-run"],
+    );
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!("cluster `{name}` (Slurm's ClusterName)")),
+        "{out}"
+    );
+    assert!(out.contains("scheduler check: squeue lists "), "{out}");
+    assert!(!out.contains("partial view"), "root sees every job: {out}");
+    assert!(!out.contains("othercluster"), "{out}");
+
     // slurmctld down: the leases decide. A lease expired long ago goes, a live one and
     // one expired within the grace stay.
     let t = now();
@@ -353,4 +368,128 @@ fn sweep_without_scheduler_decides_by_leases() {
     live.signal("TERM");
     assert!(live.wait_exit(Duration::from_secs(10)).success());
     pg.wait_gone("502", Duration::from_secs(5));
+}
+
+/// A directory with a fake `squeue` that lists `listed` and a fake `scontrol` whose
+/// configuration says ClusterName `alpha`, PrivateData=jobs, SlurmUser slurm(64030).
+/// Returns the squeue path (scontrol is found beside it).
+fn fake_slurm(dir: &TempDir, listed: &[&str]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let lines: String = listed.iter().map(|id| format!("{id} {id}\\n")).collect();
+    let scripts = [
+        (
+            "squeue",
+            format!(
+                "#!/bin/sh\ncase \" $* \" in *' --all '*) ;; *) echo 'no --all' >&2; exit 1;; esac\nprintf '{lines}'\n"
+            ),
+        ),
+        (
+            "scontrol",
+            "#!/bin/sh\nprintf 'ClusterName             = alpha\\nPrivateData             = jobs,usage\\nSlurmUser               = slurm(64030)\\nMCSPlugin               = mcs/none\\n'\n".to_string(),
+        ),
+    ];
+    for (name, body) in scripts {
+        let p = dir.path(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let _ = std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755));
+    dir.path("squeue")
+}
+
+fn alpha(id: &str) -> String {
+    group_path(id, "alpha")
+}
+
+/// Slurm's policies, with fake squeue and scontrol: under PrivateData=jobs an
+/// unprivileged sweep sees a partial view, so a job it does not list keeps its group while
+/// the lease is live; root's full view deletes it (Slurm's answer wins). Either way the
+/// cluster comes from Slurm's ClusterName, another cluster's group is left alone, and a
+/// group without a cluster label goes by its lease.
+#[test]
+fn sweep_with_a_partial_view_lets_leases_decide() {
+    let pg = Pushgateway::start();
+    let dir = TempDir::new("fakeslurm");
+    let squeue = fake_slurm(&dir, &["701"]);
+    let t = now();
+    let put = |path: &str, expiry: f64| pg.put_raw(path, &lease_body(expiry));
+    put(&alpha("701"), t - 7200.0); // listed: kept whatever its lease
+    put(&alpha("702"), t + 3600.0); // unlisted, live lease
+    put(&alpha("703"), t - 7200.0); // unlisted, lease long expired
+    put(&group_path("704", "beta"), t - 7200.0); // another cluster's
+    put("/metrics/job/arkouda/slurm_job_id/705", t + 3600.0); // no cluster label, live
+    put("/metrics/job/arkouda/slurm_job_id/706", t - 7200.0); // no cluster label, expired
+    let args = [
+        "--pushgateway",
+        pg.url.as_str(),
+        "--squeue",
+        squeue.to_str().unwrap(),
+    ];
+    let present = |id: &str, cluster: Option<&str>| {
+        let mut want = vec![("job", "arkouda"), ("slurm_job_id", id)];
+        if let Some(c) = cluster {
+            want.push(("cluster", c));
+        }
+        has_group(&pg, &want)
+    };
+
+    // As an unprivileged user (the package's sweep user, say): a partial view.
+    let mut cmd = agent_command(&[&["sweep"][..], &args].concat());
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
+    let (rc, out, err) = run_agent_cmd(cmd);
+    eprintln!("{out}{err}");
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains("cluster `alpha` (Slurm's ClusterName)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("scheduler check: squeue lists 1 jobs, a partial view: PrivateData=jobs hides other users' jobs from this sweep (uid 65534, neither root nor SlurmUser slurm)"),
+        "{out}"
+    );
+    let url = &pg.url;
+    for line in [
+        format!("kept {url}{}: job 701 is still in Slurm", alpha("701")),
+        format!("kept {url}{}: job 702 is not in Slurm's answer, but PrivateData=jobs", alpha("702")),
+        format!("deleted {url}{}: job 703 is not in Slurm's answer, but PrivateData=jobs", alpha("703")),
+        format!("kept {url}/metrics/job/arkouda/slurm_job_id/705: job 705 is not in Slurm's answer, but the group has no cluster label"),
+        format!("deleted {url}/metrics/job/arkouda/slurm_job_id/706: job 706 is not in Slurm's answer, but the group has no cluster label"),
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(&line)), "{line}\n{out}");
+    }
+    assert!(!out.contains("beta"), "{out}");
+    assert!(
+        out.contains("sweep: 2 deleted, 3 kept, 1 groups of other exporters untouched"),
+        "{out}"
+    );
+    for (id, cluster) in [
+        ("701", Some("alpha")),
+        ("702", Some("alpha")),
+        ("704", Some("beta")),
+        ("705", None),
+    ] {
+        assert!(present(id, cluster), "{id}");
+    }
+    assert!(!present("703", Some("alpha")) && !present("706", None));
+
+    // As root: a full view, and Slurm's answer wins over the live lease of job 702.
+    let (rc, out, _) = sweep(None, &args);
+    assert_eq!(rc, 0, "{out}");
+    assert!(!out.contains("partial view"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "deleted {url}{}: Slurm no longer runs job 702",
+            alpha("702")
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("sweep: 1 deleted, 2 kept, 1 groups of other exporters untouched"),
+        "{out}"
+    );
+    assert!(!present("702", Some("alpha")));
+    for (id, cluster) in [("701", Some("alpha")), ("704", Some("beta")), ("705", None)] {
+        assert!(present(id, cluster), "{id}");
+    }
 }

@@ -79,3 +79,129 @@ pub fn describe(e: &reqwest::Error) -> String {
     }
     out
 }
+
+/// The most of an error answer's body that is read (a Pushgateway's or a remote-write
+/// receiver's 4xx/5xx): only its start is quoted in the message, and a broken or hostile
+/// endpoint must not make the agent read without end.
+pub const ERROR_BODY_LIMIT: usize = 4096;
+
+/// Reads at most `limit` bytes of `resp`'s body, chunk by chunk as they arrive. The bool
+/// is true when that was the whole body; false when more was left unread (the connection
+/// is then dropped, not reused).
+pub async fn read_at_most(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf, false));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, true))
+}
+
+/// The start of an error answer, for a message: at most [`ERROR_BODY_LIMIT`] bytes read,
+/// at most `quote` bytes kept (on a character boundary), trimmed. Empty when the body
+/// cannot be read.
+pub async fn error_body(mut resp: reqwest::Response, quote: usize) -> String {
+    let bytes = read_at_most(&mut resp, ERROR_BODY_LIMIT)
+        .await
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    crate::text::truncate_chars(&mut text, quote);
+    text.trim().to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A one-shot HTTP server for the sinks' tests: answers every connection with a fixed
+    //! head and then a body of `body_len` bytes (None: without end, until the client goes).
+
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// Serves on a free loopback port; returns its base URL.
+    pub fn serve(head: &'static str, body_len: Option<usize>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut req = [0u8; 8192];
+                    if !matches!(conn.read(&mut req), Ok(n) if n > 0) {
+                        return;
+                    }
+                    if conn.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut sent = 0usize;
+                    loop {
+                        let n = match body_len {
+                            Some(len) if sent >= len => return,
+                            Some(len) => chunk.len().min(len - sent),
+                            None => chunk.len(),
+                        };
+                        if conn.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                        sent += n;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+
+    /// An error answer whose body never ends is read only up to the limit, at once.
+    #[tokio::test]
+    async fn an_endless_error_body_is_cut() {
+        let url = testing::serve(
+            "HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+            None,
+        );
+        let started = Instant::now();
+        let resp = client().get(&url).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 500);
+        let text = error_body(resp, 300).await;
+        assert_eq!(text, "x".repeat(300));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn read_at_most_says_whether_it_read_everything() {
+        let url = testing::serve(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+            Some(1000),
+        );
+        let mut resp = client().get(&url).send().await.unwrap();
+        let (bytes, complete) = read_at_most(&mut resp, 1000).await.unwrap();
+        assert_eq!((bytes.len(), complete), (1000, true));
+        let mut resp = client().get(&url).send().await.unwrap();
+        let (bytes, complete) = read_at_most(&mut resp, 999).await.unwrap();
+        assert_eq!((bytes.len(), complete), (999, false));
+    }
+}

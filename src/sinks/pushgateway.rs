@@ -232,10 +232,17 @@ pub struct Group {
     pub push_time_seconds: Option<f64>,
 }
 
+/// The most of a `GET /api/v1/metrics` listing that `delete --job-id` and `sweep` read:
+/// 128 MiB, some 500,000 series held (a 64-locale job pushes ~360). A larger listing is
+/// refused with an error that says so, rather than read into memory without end.
+pub const LISTING_LIMIT: usize = 128 << 20;
+
 pub struct Pushgateway {
     http: reqwest::Client,
     base: String,
     opts: Options,
+    /// [`LISTING_LIMIT`], lowered by tests.
+    listing_limit: usize,
 }
 
 const RETRY_BASE: Duration = Duration::from_millis(100);
@@ -250,6 +257,7 @@ impl Pushgateway {
             http,
             base: opts.url.trim_end_matches('/').to_string(),
             opts,
+            listing_limit: LISTING_LIMIT,
         })
     }
 
@@ -292,13 +300,11 @@ impl Pushgateway {
         if status.is_success() {
             return Ok(resp);
         }
-        let mut text = resp.text().await.unwrap_or_default();
-        crate::text::truncate_chars(&mut text, 300);
         Err(PushError::Status {
             op,
             url: url.to_string(),
             status: status.as_u16(),
-            body: text.trim().to_string(),
+            body: super::http::error_body(resp, 300).await,
         })
     }
 
@@ -360,18 +366,58 @@ impl Pushgateway {
             .map(drop)
     }
 
-    /// Every group the Pushgateway holds, with its labels.
-    pub async fn groups(&self, deadline: Instant) -> Result<Vec<Group>, PushError> {
+    /// `GET /api/v1/metrics` (every series of every group) as JSON, read with a bound:
+    /// at most `listing_limit` bytes ([`LISTING_LIMIT`]), streamed, and refused past it.
+    async fn listing(&self, deadline: Instant) -> Result<serde_json::Value, PushError> {
         let url = format!("{}/api/v1/metrics", self.base);
-        let resp = self
-            .send("GET", reqwest::Method::GET, &url, None, deadline)
-            .await?;
         let bad = |reason: String| PushError::BadAnswer {
             op: "GET",
             url: url.clone(),
             reason,
         };
-        let v: serde_json::Value = resp.json().await.map_err(|e| bad(e.to_string()))?;
+        let too_large = || {
+            bad(format!(
+                "the listing is larger than {} bytes, the most this agent reads (too many groups held: delete by grouping key, or shard the Pushgateway)",
+                self.listing_limit
+            ))
+        };
+        let read = async {
+            let mut resp = self
+                .send("GET", reqwest::Method::GET, &url, None, deadline)
+                .await?;
+            if resp
+                .content_length()
+                .is_some_and(|n| n > self.listing_limit as u64)
+            {
+                return Err(too_large());
+            }
+            match super::http::read_at_most(&mut resp, self.listing_limit).await {
+                Ok((body, true)) => Ok(body),
+                Ok((_, false)) => Err(too_large()),
+                Err(e) => Err(bad(format!("reading the listing: {}", describe(&e)))),
+            }
+        };
+        // `send` bounds the answer's head; the body is bounded by the same deadline.
+        let body = tokio::time::timeout_at(deadline, read)
+            .await
+            .map_err(|_| PushError::Transport {
+                op: "GET",
+                url: url.clone(),
+                reason: "timed out reading the listing (no whole answer before the deadline)"
+                    .into(),
+            })??;
+        serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Every group the Pushgateway holds, with its labels.
+    pub async fn groups(&self, deadline: Instant) -> Result<Vec<Group>, PushError> {
+        let url = format!("{}/api/v1/metrics", self.base);
+        let bad = |reason: String| PushError::BadAnswer {
+            op: "GET",
+            url: url.clone(),
+            reason,
+        };
+        let v = self.listing(deadline).await?;
         let data = v
             .get("data")
             .and_then(|d| d.as_array())
@@ -408,15 +454,12 @@ impl Pushgateway {
         deadline: Instant,
     ) -> Result<Vec<(Group, Option<f64>)>, PushError> {
         let url = format!("{}/api/v1/metrics", self.base);
-        let resp = self
-            .send("GET", reqwest::Method::GET, &url, None, deadline)
-            .await?;
         let bad = |reason: String| PushError::BadAnswer {
             op: "GET",
             url: url.clone(),
             reason,
         };
-        let v: serde_json::Value = resp.json().await.map_err(|e| bad(e.to_string()))?;
+        let v = self.listing(deadline).await?;
         let data = v
             .get("data")
             .and_then(|d| d.as_array())
@@ -470,6 +513,88 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    fn pgw(url: &str) -> Pushgateway {
+        Pushgateway::new(Options {
+            url: url.to_string(),
+            timeout: Duration::from_secs(20),
+            username: None,
+            password: None,
+            bearer_token: None,
+            ca_file: None,
+            insecure_skip_verify: false,
+            user_agent: "test".into(),
+        })
+        .unwrap()
+    }
+
+    /// A listing past the limit is refused at once, whether its length is announced or
+    /// it streams without end; one within the limit is read.
+    #[tokio::test]
+    async fn listings_are_read_with_a_bound() {
+        use crate::sinks::http::testing::serve;
+        let deadline = || Instant::now() + Duration::from_secs(20);
+        let endless = serve(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+            None,
+        );
+        let mut p = pgw(&endless);
+        p.listing_limit = 1 << 20;
+        let started = std::time::Instant::now();
+        let e = p.groups(deadline()).await.unwrap_err().to_string();
+        assert!(
+            e.contains("the listing is larger than 1048576 bytes, the most this agent reads"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let e = p
+            .groups_with_value("x", deadline())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the listing is larger than"), "{e}");
+
+        let announced = serve(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\nConnection: close\r\n\r\n",
+            Some(5_000_000),
+        );
+        let mut p = pgw(&announced);
+        p.listing_limit = 1 << 20;
+        let e = p.groups(deadline()).await.unwrap_err().to_string();
+        assert!(e.contains("the listing is larger than"), "{e}");
+
+        let json = serve(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            Some(0),
+        );
+        let e = pgw(&json).groups(deadline()).await.unwrap_err().to_string();
+        assert!(e.ends_with("unexpected answer: no data array"), "{e}");
+    }
+
+    /// An error answer with a body without end gives its status and the start of the
+    /// body, at once.
+    #[tokio::test]
+    async fn error_bodies_are_read_with_a_bound() {
+        use crate::sinks::http::testing::serve;
+        let url = serve(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+            None,
+        );
+        let started = std::time::Instant::now();
+        let e = pgw(&url)
+            .push(
+                &key(&[("slurm_job_id", "1")]),
+                Payload::new(Bytes::from_static(b"x 1\n"), 0),
+                Instant::now() + Duration::from_secs(20),
+            )
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let PushError::Status { status, body, .. } = e else {
+            panic!("{e}");
+        };
+        assert_eq!((status, body), (400, "x".repeat(300)));
     }
 
     #[test]

@@ -446,16 +446,16 @@ async fn send_once(
         reason: http::describe(&e),
     })?;
     let status = resp.status();
-    // Read the answer either way, so the connection can be reused.
-    let mut text = resp.text().await.unwrap_or_default();
+    // Read the answer either way (a bounded read: at most ERROR_BODY_LIMIT bytes), so
+    // that the connection can be reused.
+    let body = http::error_body(resp, 300).await;
     if status.is_success() {
         return Ok(());
     }
-    crate::text::truncate_chars(&mut text, 300);
     Err(RemoteWriteError::Status {
         url: url.to_string(),
         status: status.as_u16(),
-        body: text.trim().to_string(),
+        body,
     })
 }
 

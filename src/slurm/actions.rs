@@ -338,23 +338,27 @@ fn signal(pid: i32, sig: Signal) {
     }
 }
 
-/// SIGTERM, wait up to `wait` for each to exit (the agent deletes its group first), then
-/// SIGKILL what is left. True when every one exited on its own.
-fn stop_processes(pids: &BTreeSet<i32>, wait: Duration) -> bool {
+/// SIGTERM, wait until `deadline` for each to exit (the agent deletes its group first),
+/// then SIGKILL what is left. True when every one exited on its own. An agent that
+/// `systemctl stop` already signalled ignores this second SIGTERM (see
+/// `agent::signal_action`): it goes on with its delete.
+fn stop_processes(pids: &BTreeSet<i32>, deadline: Instant) -> bool {
     for &pid in pids {
         tracing::info!(pid, "stopping the agent (SIGTERM); it deletes its group");
         signal(pid, Signal::SIGTERM);
     }
-    let deadline = Instant::now() + wait;
     while Instant::now() < deadline && pids.iter().any(|&p| alive(p)) {
         std::thread::sleep(Duration::from_millis(25));
     }
     let left: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
     for &pid in &left {
-        tracing::warn!(pid, waited = ?wait, "the agent did not exit in time; SIGKILL (the backstop delete follows)");
+        tracing::warn!(
+            pid,
+            "the agent did not exit in time; SIGKILL (the backstop delete follows)"
+        );
         signal(pid, Signal::SIGKILL);
     }
-    let deadline = Instant::now() + Duration::from_millis(500);
+    let deadline = Instant::now() + hooks::EPILOG_KILL_WAIT;
     while Instant::now() < deadline && left.iter().any(|&p| alive(p)) {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -484,7 +488,7 @@ async fn backstop_delete(settings: &Settings, job_id: &str, budget: Duration) ->
     s.job_id = Some(job_id.to_string());
     s.shutdown_timeout = budget;
     s.push_timeout = s.push_timeout.min(budget);
-    let hard = budget + Duration::from_millis(500);
+    let hard = budget + hooks::BACKSTOP_MARGIN;
     match tokio::time::timeout(hard, crate::groups::delete_job(&s)).await {
         Ok(Ok(n)) => {
             tracing::info!(deleted = n, job_id, "backstop delete done");
@@ -525,6 +529,8 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
     };
     tracing::info!("stopping the job's agent: {}", stop.why);
     let mut ok = true;
+    // One wait for the agent, shared by `systemctl stop` and the SIGTERM after it.
+    let stop_deadline = Instant::now() + stop.wait;
     if let Some(unit) = &stop.unit {
         let mut cmd = Command::new(systemctl());
         cmd.args(["stop", unit]).env_clear().env("PATH", SAFE_PATH);
@@ -540,7 +546,7 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
     let pids = job_agents(&stop, run_as_uid);
     if pids.is_empty() {
         tracing::info!("no agent process of this job is running");
-    } else if !stop_processes(&pids, stop.wait) {
+    } else if !stop_processes(&pids, stop_deadline) {
         ok = false;
     }
     forward_agent_log(&stop.files.log_file);

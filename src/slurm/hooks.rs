@@ -12,16 +12,36 @@ use std::time::Duration;
 use super::hostlist::{self, HostlistError};
 use crate::config::{Settings, SlurmSelect};
 
+// The hook budgets. docs/slurm.md ("Hook budgets") is the table of these numbers, and
+// `tests::hook_budgets_add_up` checks them against each other, the scripts' `limit=` and
+// that table. Each script gives the binary `limit` seconds (`timeout -k 1`: SIGKILL 1 s
+// later) and always exits 0.
+
+/// slurm/prolog.sh's `limit`: the binary's time in the Prolog (the hook ends within 5 s).
+pub const PROLOG_LIMIT: Duration = Duration::from_secs(3);
+/// slurm/epilog.sh's `limit` (the hook ends within 10 s).
+pub const EPILOG_LIMIT: Duration = Duration::from_secs(8);
+/// slurm/epilog-slurmctld.sh's `limit` (the hook ends within 6 s).
+pub const CTLD_LIMIT: Duration = Duration::from_secs(5);
 /// How long the Prolog waits for `run --daemonize` (or `systemctl start`) to report that
-/// the agent runs. slurm/prolog.sh kills the whole hook at 4 s (+1 s), inside the 5 s budget.
-pub const PROLOG_START_WAIT: Duration = Duration::from_secs(3);
-/// The longest the Epilog waits for a stopped agent to delete its group and exit before it
-/// SIGKILLs it. With [`EPILOG_BACKSTOP`] this stays inside the Epilog's 10 s budget even when
-/// the Pushgateway hangs (slurm/epilog.sh kills the hook at 8 s, +1 s).
-pub const EPILOG_STOP_WAIT_MAX: Duration = Duration::from_secs(4);
+/// the agent runs: inside [`PROLOG_LIMIT`], with room to read the config before and log after.
+pub const PROLOG_START_WAIT: Duration = Duration::from_millis(2500);
+/// The longest `shutdown_timeout` the Prolog gives the agent it starts (less when the
+/// config says less): the agent's final delete fits the Epilog's wait for it. The default
+/// `shutdown_timeout` (5 s, for agents started by hand) would not.
+pub const HOOK_AGENT_SHUTDOWN_MAX: Duration = Duration::from_secs(3);
+/// What a stopped agent needs besides its delete: leaving its runtime, removing its files.
+pub const STOP_MARGIN: Duration = Duration::from_millis(500);
+/// The longest the Epilog waits, in all (`systemctl stop` and SIGTERM share it), for a
+/// stopped agent to delete its group and exit before it SIGKILLs it.
+pub const EPILOG_STOP_WAIT_MAX: Duration = Duration::from_millis(3500);
+/// The Epilog's wait for SIGKILLed agents to be gone.
+pub const EPILOG_KILL_WAIT: Duration = Duration::from_millis(500);
 /// Deadline of the Epilog's backstop `delete`.
 pub const EPILOG_BACKSTOP: Duration = Duration::from_millis(2500);
-/// Deadline of the controller's delete (slurm/epilog-slurmctld.sh kills the hook at 5 s).
+/// A backstop delete is abandoned this long after its deadline (a hung Pushgateway).
+pub const BACKSTOP_MARGIN: Duration = Duration::from_millis(500);
+/// Deadline of the controller's delete.
 pub const CTLD_DELETE: Duration = Duration::from_secs(4);
 
 /// Environment variables of ours that are for the scripts, never passed to an agent.
@@ -289,6 +309,12 @@ pub struct Context<'a> {
     pub config_file: Option<&'a Path>,
 }
 
+/// The `shutdown_timeout` of an agent the Prolog starts: the configured one, at most
+/// [`HOOK_AGENT_SHUTDOWN_MAX`], so that its delete fits the Epilog's wait.
+pub fn agent_shutdown_timeout(settings: &Settings) -> Duration {
+    settings.shutdown_timeout.min(HOOK_AGENT_SHUTDOWN_MAX)
+}
+
 /// The `ARKOUDA_PUSH_AGENT_*` settings of the hook's own environment, passed on to the
 /// agent so that it resolves the same configuration (a site's wrapper may set some).
 fn passthrough(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
@@ -340,6 +366,10 @@ pub fn prolog_plan(
     if let Some(p) = &job.partition {
         settings_given.push(("partition", p.clone()));
     }
+    settings_given.push((
+        "shutdown_timeout",
+        format!("{}ms", agent_shutdown_timeout(settings).as_millis()),
+    ));
     match &server {
         ServerPlace::Host(h) => settings_given.push(("arkouda_host", h.clone())),
         // The file once it appears, the first node until then.
@@ -348,7 +378,15 @@ pub fn prolog_plan(
             settings_given.push(("arkouda_host", place.first.clone()));
         }
     }
-    let mut env = passthrough(ctx.env);
+    // What the Prolog decides replaces the same setting of its own environment.
+    let mut env: Vec<(String, String)> = passthrough(ctx.env)
+        .into_iter()
+        .filter(|(k, _)| {
+            !settings_given
+                .iter()
+                .any(|(key, _)| crate::config::env_name(key) == *k)
+        })
+        .collect();
     for (k, v) in &env {
         check_value(k, v)?;
     }
@@ -474,7 +512,7 @@ pub fn epilog_plan(
         run_as: settings.slurm.run_as.clone(),
         files: job_files(&settings.slurm.state_dir, &job.id),
         unit: ctx.systemd.then(|| unit_name(&job.id)),
-        wait: (settings.shutdown_timeout + Duration::from_millis(500)).min(EPILOG_STOP_WAIT_MAX),
+        wait: agent_shutdown_timeout(settings) + STOP_MARGIN,
         backstop: selected.is_yes().then_some(EPILOG_BACKSTOP),
         why,
     })))
@@ -750,7 +788,7 @@ mod tests {
         assert_eq!(
             l.args.join(" "),
             "run --daemonize --config /etc/apa.toml --job-id 42 --cluster perlmutter \
-             --job-user alice --partition debug --arkouda-host nid001 \
+             --job-user alice --partition debug --shutdown-timeout 3000ms --arkouda-host nid001 \
              --pid-file /run/apa/42.pid --log-file /run/apa/42.log"
         );
         assert_eq!(
@@ -781,6 +819,7 @@ mod tests {
              ARKOUDA_PUSH_AGENT_CLUSTER=perlmutter\n\
              ARKOUDA_PUSH_AGENT_JOB_USER=alice\n\
              ARKOUDA_PUSH_AGENT_PARTITION=debug\n\
+             ARKOUDA_PUSH_AGENT_SHUTDOWN_TIMEOUT=3000ms\n\
              ARKOUDA_PUSH_AGENT_ARKOUDA_HOST=nid001\n"
         );
 
@@ -814,12 +853,97 @@ mod tests {
                 other => panic!("{pairs:?}: {other:?}"),
             }
         }
+        // A shorter shutdown_timeout is kept; the hook's own variable for it is replaced.
+        let quick = settings(&[("shutdown_timeout", "1.5s")]);
+        let e2 = env(&[("ARKOUDA_PUSH_AGENT_SHUTDOWN_TIMEOUT", "1.5s")]);
+        let PrologPlan::Start(l) = prolog_plan(&quick, &opted, &ctx(&e2, true)).unwrap() else {
+            panic!("expected a start");
+        };
+        let text = env_file_text(&l.env);
+        assert_eq!(text.matches("SHUTDOWN_TIMEOUT").count(), 1, "{text}");
+        assert!(
+            text.contains("ARKOUDA_PUSH_AGENT_SHUTDOWN_TIMEOUT=1500ms\n"),
+            "{text}"
+        );
+        // The value given reads back as the same duration.
+        let back = settings(&[("shutdown_timeout", "1500ms")]);
+        assert_eq!(back.shutdown_timeout, Duration::from_millis(1500));
+
         // A value that would break the environment file is refused.
         let bad = env(&[("ARKOUDA_PUSH_AGENT_JOB", "a\nb")]);
         assert!(matches!(
             prolog_plan(&s, &opted, &ctx(&bad, true)),
             Err(HookError::BadValue { .. })
         ));
+    }
+
+    /// `limit=N` of a hook script.
+    fn script_limit(script: &str) -> Duration {
+        let n = script
+            .lines()
+            .find_map(|l| l.strip_prefix("limit="))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("limit=N in the script");
+        Duration::from_secs(n)
+    }
+
+    fn secs(d: Duration) -> String {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 {
+            format!("{s:.0} s")
+        } else {
+            format!("{s} s")
+        }
+    }
+
+    /// The hook budgets add up: every wait fits its script's limit, the agent's delete fits
+    /// the Epilog's wait, and docs/slurm.md's table shows these very numbers.
+    #[test]
+    fn hook_budgets_add_up() {
+        let prolog = script_limit(include_str!("../../slurm/prolog.sh"));
+        let epilog = script_limit(include_str!("../../slurm/epilog.sh"));
+        let ctld = script_limit(include_str!("../../slurm/epilog-slurmctld.sh"));
+        assert_eq!(
+            (prolog, epilog, ctld),
+            (PROLOG_LIMIT, EPILOG_LIMIT, CTLD_LIMIT)
+        );
+        // Slurm's own budgets: Prolog 5 s, Epilog 10 s (the scripts' SIGKILL comes 1 s late).
+        let kill = Duration::from_secs(1);
+        assert!(PROLOG_LIMIT + kill <= Duration::from_secs(5));
+        assert!(EPILOG_LIMIT + kill <= Duration::from_secs(10));
+        assert!(PROLOG_START_WAIT < PROLOG_LIMIT);
+        // The agent's delete, then its exit, within the Epilog's wait.
+        assert!(HOOK_AGENT_SHUTDOWN_MAX + STOP_MARGIN <= EPILOG_STOP_WAIT_MAX);
+        let s = settings(&[]);
+        assert!(
+            s.shutdown_timeout > HOOK_AGENT_SHUTDOWN_MAX,
+            "the default is capped"
+        );
+        assert_eq!(agent_shutdown_timeout(&s), HOOK_AGENT_SHUTDOWN_MAX);
+        // The whole Epilog: stop, SIGKILL, backstop, with time left to start and log.
+        let epilog_worst =
+            EPILOG_STOP_WAIT_MAX + EPILOG_KILL_WAIT + EPILOG_BACKSTOP + BACKSTOP_MARGIN;
+        assert!(
+            epilog_worst + Duration::from_millis(500) <= EPILOG_LIMIT,
+            "{epilog_worst:?}"
+        );
+        assert!(CTLD_DELETE + BACKSTOP_MARGIN < CTLD_LIMIT);
+        // One request never outlives its deadline (push_timeout is capped by it), so the
+        // default push_timeout needs no place of its own in the sums.
+        assert!(s.push_timeout <= HOOK_AGENT_SHUTDOWN_MAX);
+
+        let doc = include_str!("../../docs/slurm.md");
+        let rows = [
+            format!("| Prolog | `limit={}` in prolog.sh: {} | waits {} for the agent to start |", PROLOG_LIMIT.as_secs(), secs(PROLOG_LIMIT + kill), secs(PROLOG_START_WAIT)),
+            format!("| the agent started by the Prolog | `shutdown_timeout`, at most {} | its final delete |", secs(HOOK_AGENT_SHUTDOWN_MAX)),
+            format!("| Epilog | `limit={}` in epilog.sh: {} | stop the agent {} (its delete + {}), SIGKILL + {}, backstop delete {} + {}: at most {} |", EPILOG_LIMIT.as_secs(), secs(EPILOG_LIMIT + kill), secs(EPILOG_STOP_WAIT_MAX), secs(STOP_MARGIN), secs(EPILOG_KILL_WAIT), secs(EPILOG_BACKSTOP), secs(BACKSTOP_MARGIN), secs(epilog_worst)),
+            format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | delete {} + {} |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN)),
+            format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout)),
+        ];
+        for row in rows {
+            assert!(doc.contains(&row), "docs/slurm.md lacks the row\n{row}");
+        }
     }
 
     #[test]
