@@ -591,14 +591,8 @@ pub enum PushgatewayMode {
     All,
 }
 
-/// How a job's series are grouped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// One group per job (the default).
-    Job,
-    /// Server-wide series in the job's group, each locale's series in a group of its own.
-    Locale,
-}
+/// How a job's series are grouped (the Pushgateway sink's own vocabulary).
+pub use crate::sinks::pushgateway::sink::Layout;
 
 /// Which jobs the Slurm prolog starts an agent for.
 #[derive(Clone, Debug, PartialEq, Eq)]

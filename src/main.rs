@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
 
 use arkouda_push_agent::cli::{Cli, Command};
 use arkouda_push_agent::config::{self, ConfigError, Resolved, Settings};
-use arkouda_push_agent::{agent, process};
+use arkouda_push_agent::sinks::Counters;
+use arkouda_push_agent::wiring::{self, Purpose};
+use arkouda_push_agent::{groups, lifecycle, process, signals};
 
 const CONFIG_ERROR: u8 = 2;
 
@@ -69,17 +71,18 @@ fn init_logging(level: &str, file: Option<&Path>, stamped: bool) -> Result<(), S
     Ok(())
 }
 
-/// What `run` holds for its whole life: the group lock and the pid file; and, with
-/// --daemonize, the pipe to the waiting caller, answered once the agent is up.
+/// What `run` holds for its whole life: the group lock (when it pushes to a Pushgateway)
+/// and the pid file; and, with --daemonize, the pipe to the waiting caller, answered once
+/// the agent is up.
 struct RunGuards {
-    _lock: process::GroupLock,
+    _lock: Option<process::GroupLock>,
     _pid_file: Option<process::PidFile>,
     readiness: Option<process::Readiness>,
 }
 
 /// The steps of `run` that must happen before any thread exists: detach, lock the group,
 /// write the pid file, open the log. A failure here is told to a --daemonize caller at
-/// once; success only once `agent::run` is up.
+/// once; success only once the sinks are up.
 fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
     let mut readiness = if settings.daemonize {
         Some(process::daemonize().map_err(|e| e.to_string())?)
@@ -88,12 +91,18 @@ fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
     };
     let result = (|| -> Result<RunGuards, String> {
         let job_id = settings.require_job_id().map_err(|e| e.to_string())?;
-        let group = agent::grouping_key(settings, job_id).path();
-        let dir = settings
-            .lock_dir
-            .clone()
-            .unwrap_or_else(process::default_lock_dir);
-        let lock = process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?;
+        // One writer per Pushgateway group; an agent that pushes to none (scrape mode,
+        // remote write only) may run beside the one that does.
+        let lock = if wiring::pushes_to_pushgateway(settings) {
+            let group = groups::grouping_key(settings, job_id).path();
+            let dir = settings
+                .lock_dir
+                .clone()
+                .unwrap_or_else(process::default_lock_dir);
+            Some(process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
         let pid_file = match &settings.pid_file {
             Some(p) => Some(process::PidFile::write(p).map_err(|e| e.to_string())?),
             None => None,
@@ -173,7 +182,7 @@ fn main() -> ExitCode {
 
     // Install the handler before anything can block, so a signal is never lost.
     let shutdown = match &cli.command {
-        Command::Run(_) => match agent::shutdown_signal() {
+        Command::Run(_) => match signals::shutdown_signal() {
             Ok(rx) => Some(rx),
             Err(e) => return fail(&anyhow::anyhow!("cannot install signal handlers: {e}")),
         },
@@ -188,12 +197,26 @@ fn main() -> ExitCode {
         Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
     let code = runtime.block_on(async {
+        let counters = Arc::new(Counters::default());
+        let job_id = settings.job_id.clone().unwrap_or_default();
+        let sinks = |purpose| wiring::sinks(&settings, &job_id, &counters, purpose);
         match (cli.command, shutdown) {
             (Command::Run(_), Some(rx)) => {
                 // A daemon's stderr is /dev/null: its last word must reach its log file too.
                 let logs_to_file = settings.log_file.is_some();
-                let readiness = guards.as_mut().and_then(|g| g.readiness.take());
-                match agent::run(settings, rx, readiness).await {
+                let mut readiness = guards.as_mut().and_then(|g| g.readiness.take());
+                let built = sinks(Purpose::Run);
+                // Everything that can fail at start is up (or not): tell a --daemonize caller.
+                match (&built, readiness.as_mut()) {
+                    (Ok(_), Some(r)) => r.ready(),
+                    (Err(e), Some(r)) => r.fail(&format!("{e:#}")),
+                    _ => {}
+                }
+                let result = match built {
+                    Ok(sinks) => lifecycle::run(settings, sinks, counters.clone(), rx).await,
+                    Err(e) => Err(e),
+                };
+                match result {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         if logs_to_file {
@@ -203,12 +226,23 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            (Command::Once { dry_run, .. }, _) => match agent::once(settings, dry_run).await {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => fail(&e),
-            },
-            (Command::Delete(_), _) => match agent::delete_job(&settings).await {
+            (Command::Once { dry_run, .. }, _) => {
+                let built = if dry_run {
+                    Ok(Vec::new())
+                } else {
+                    sinks(Purpose::Once)
+                };
+                let result = match built {
+                    Ok(sinks) => lifecycle::once(settings, sinks, counters.clone(), dry_run).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => fail(&e),
+                }
+            }
+            (Command::Delete(_), _) => match groups::delete_job(&settings).await {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             },
@@ -220,7 +254,18 @@ fn main() -> ExitCode {
                 }
             }
             (Command::Check(_), _) => {
-                if agent::check(settings, &resolved).await {
+                let key = settings
+                    .job_id
+                    .as_deref()
+                    .map(|id| groups::grouping_key(&settings, id).path());
+                let ok = match sinks(Purpose::Check) {
+                    Ok(sinks) => lifecycle::check(settings.clone(), &resolved, key, sinks).await,
+                    Err(e) => {
+                        arkouda_push_agent::outln!("sinks: FAILED: {e:#}");
+                        false
+                    }
+                };
+                if ok {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE

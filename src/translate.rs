@@ -693,6 +693,30 @@ pub fn split_by_locale(
     (server, locales)
 }
 
+/// `families` with `labels` put first on every series: the grouping labels a sink adds
+/// where no Pushgateway adds them (scrape mode).
+pub fn with_labels(families: &[MetricFamily], labels: &[(String, String)]) -> Vec<MetricFamily> {
+    families
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            for m in f.mut_metric().iter_mut() {
+                let own = m.take_label();
+                let mut all: Vec<LabelPair> = Vec::with_capacity(labels.len() + own.len());
+                for (k, v) in labels {
+                    let mut lp = LabelPair::default();
+                    lp.set_name(k.clone());
+                    lp.set_value(v.clone());
+                    all.push(lp);
+                }
+                all.extend(own);
+                m.set_label(all);
+            }
+            f
+        })
+        .collect()
+}
+
 /// Encodes families as Prometheus text exposition into `buf` (cleared first).
 pub fn encode_text(families: &[MetricFamily], buf: &mut String) -> Result<(), prometheus::Error> {
     buf.clear();

@@ -611,3 +611,63 @@ fn a_taken_listen_address_is_not_fatal() {
         g.value("arkouda_up", &[]) == Some(1.0)
     });
 }
+
+/// Sinks are independent: with the Pushgateway stalled (it accepts and never answers), the
+/// poll goes on every interval and scrape mode serves each new cycle; the stalled sink only
+/// ever gets the newest cycle. Before the sink step a stuck push held the cycle for its
+/// whole timeout (2 polls in 5 s at a 1 s interval).
+#[test]
+fn a_stalled_pushgateway_holds_up_neither_the_poll_nor_scrape_mode() {
+    let pg = Pushgateway::start();
+    let proxy = FaultProxy::start(pg.port(), ProxyMode::Stall);
+    let sim = Sim::start(&[]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &proxy.url(),
+        "--job-id",
+        "stalled",
+        "--interval",
+        "200ms",
+        "--push-timeout",
+        "5s",
+        "--listen",
+        &addr,
+    ]);
+    let http = reqwest::blocking::Client::new();
+    // The sim's tick is the number of polls: `create` counts 2 per tick.
+    let creates = || -> Result<f64, String> {
+        let body = http
+            .get(format!("http://{addr}/metrics"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .and_then(|r| r.text())
+            .map_err(|e| e.to_string())?;
+        body.lines()
+            .find(|l| l.starts_with("arkouda_requests_total{") && l.contains("command=\"create\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no create count in {body}"))
+    };
+    let first = eventually(Duration::from_secs(10), "a first scrape", creates);
+    let started = std::time::Instant::now();
+    // 10 more polls within 4 s at a 200 ms interval, while every push hangs for 5 s.
+    let later = eventually(Duration::from_secs(4), "ten more polls", || {
+        let n = creates()?;
+        if n >= first + 20.0 {
+            Ok(n)
+        } else {
+            Err(format!("create {n}, first {first}"))
+        }
+    });
+    eprintln!(
+        "{} polls in {:?} with the Pushgateway stalled",
+        (later - first) / 2.0,
+        started.elapsed()
+    );
+    agent.signal("TERM");
+    agent.wait_exit(Duration::from_secs(15));
+}

@@ -16,7 +16,8 @@ use std::time::Duration;
 use arkouda_push_agent::arkouda::protocol;
 use arkouda_push_agent::sinks::http::ClientOptions;
 use arkouda_push_agent::sinks::pushgateway::{self, GroupingKey, Payload, Pushgateway};
-use arkouda_push_agent::sinks::remote_write::{self, RemoteWrite};
+use arkouda_push_agent::sinks::remote_write::{self, RemoteWriteSink};
+use arkouda_push_agent::sinks::{Counters, Cycle, Sink};
 use arkouda_push_agent::translate::{self, AgentStats, Context, Snapshot};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -113,38 +114,35 @@ async fn main() {
                     .await;
             }));
         } else {
-            let mut rw = RemoteWrite::new(remote_write::Options {
-                url: target.clone(),
-                client: client(),
-                queue_size: 8,
-                grouping: key.pairs().to_vec(),
-            })
+            let mut rw = RemoteWriteSink::new(
+                vec![remote_write::Options {
+                    url: target.clone(),
+                    client: client(),
+                    queue_size: 8,
+                }],
+                key.pairs(),
+                Arc::new(Counters::default()),
+            )
             .expect("remote write");
             tasks.push(tokio::spawn(async move {
                 for i in 0..intervals {
                     let at = start + phase + interval * i;
                     tokio::time::sleep_until(at).await;
+                    // The cycle the lifecycle would hand over (not part of the timing).
+                    let cycle = Arc::new(Cycle {
+                        families: fams.to_vec(),
+                        unix_ms: arkouda_push_agent::sinks::unix_ms(),
+                    });
                     let t = Instant::now();
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0);
-                    rw.write(&fams, now_ms);
-                    let ok = rw.drain().wait(at + interval * 4).await;
+                    rw.ship(cycle, at + interval * 4).await;
+                    let ok = rw.flush(at + interval * 4).await;
                     let took = t.elapsed();
                     latencies.lock().await.push(took.as_secs_f64() * 1e3);
                     if !ok || took > interval {
                         *late.lock().await += 1;
                     }
                 }
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                let _ = rw
-                    .end(now_ms)
-                    .finish(Instant::now() + Duration::from_secs(30))
-                    .await;
+                let _ = rw.end(Instant::now() + Duration::from_secs(30)).await;
             }));
         }
     }

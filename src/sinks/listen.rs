@@ -19,6 +19,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use super::{BoxFuture, CheckLine, Counters, Cycle, Sink};
+use crate::translate;
+
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 struct Shared {
@@ -26,13 +29,15 @@ struct Shared {
     last_cycle: Option<Instant>,
 }
 
-/// The handle the agent updates after every cycle.
+/// The server of `GET /metrics` and `GET /healthz`, updated after every cycle.
 #[derive(Clone)]
 pub struct Listen {
     shared: Arc<Mutex<Shared>>,
     addr: SocketAddr,
     /// /healthz fails when no cycle finished for this long.
     stale_after: Duration,
+    /// The accept loop, stopped when the sink ends.
+    server: Option<Arc<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +65,10 @@ impl Listen {
             })),
             addr: local,
             stale_after: interval * 3 + Duration::from_secs(5),
+            server: None,
         };
         let served = listen.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     // Out of file descriptors, say: try again shortly rather than spin.
@@ -82,7 +88,17 @@ impl Listen {
                 });
             }
         });
-        Ok(listen)
+        Ok(Listen {
+            server: Some(Arc::new(server)),
+            ..listen
+        })
+    }
+
+    /// Stops accepting scrapers.
+    pub fn stop(&self) {
+        if let Some(s) = &self.server {
+            s.abort();
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -135,5 +151,113 @@ impl Listen {
                 Bytes::from_static(b"try /metrics or /healthz\n"),
             ),
         }
+    }
+}
+
+/// The state of the address, for logging only its changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Unknown,
+    Up,
+    Down(String),
+}
+
+/// Scrape mode as a [`Sink`]: serves each cycle with the job's grouping labels added.
+///
+/// A bind that fails (the port is taken, e.g. by another job's agent on the node) is not
+/// fatal: it is logged, counted in `arkouda_agent_listen_errors_total`, and tried again
+/// with every cycle while the other sinks go on.
+pub struct ListenSink {
+    addr: String,
+    interval: Duration,
+    grouping: Vec<(String, String)>,
+    listen: Option<Listen>,
+    state: State,
+    counters: Arc<Counters>,
+    text: String,
+}
+
+impl ListenSink {
+    pub fn new(
+        addr: String,
+        interval: Duration,
+        grouping: Vec<(String, String)>,
+        counters: Arc<Counters>,
+    ) -> ListenSink {
+        counters.with_listen();
+        ListenSink {
+            addr,
+            interval,
+            grouping,
+            listen: None,
+            state: State::Unknown,
+            counters,
+            text: String::new(),
+        }
+    }
+
+    /// Binds the address if it is not bound yet; logs only changes of state.
+    async fn bind(&mut self) {
+        if self.listen.is_some() {
+            return;
+        }
+        match Listen::start(&self.addr, self.interval).await {
+            Ok(listen) => {
+                let again = if self.state == State::Unknown {
+                    ""
+                } else {
+                    " (the address is free again)"
+                };
+                tracing::info!(address = %listen.local_addr(), "serving GET /metrics and GET /healthz{again}");
+                self.state = State::Up;
+                self.listen = Some(listen);
+            }
+            Err(e) => {
+                Counters::add(&self.counters.listen_errors, 1);
+                let state = State::Down(e.to_string());
+                if self.state != state {
+                    tracing::warn!(error = %e, "cannot serve GET /metrics; pushing goes on, and the address is tried again every cycle (counted in arkouda_agent_listen_errors_total)");
+                    self.state = state;
+                }
+            }
+        }
+    }
+}
+
+impl Sink for ListenSink {
+    fn name(&self) -> &'static str {
+        "listen"
+    }
+
+    fn ship(&mut self, cycle: Arc<Cycle>, _deadline: Instant) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            self.bind().await;
+            let Some(listen) = &self.listen else {
+                return false;
+            };
+            let families = translate::with_labels(&cycle.families, &self.grouping);
+            match translate::encode_text(&families, &mut self.text) {
+                Ok(()) => {
+                    listen.update(Bytes::copy_from_slice(self.text.as_bytes()));
+                    true
+                }
+                Err(_) => false,
+            }
+        })
+    }
+
+    fn end(&mut self, _deadline: Instant) -> BoxFuture<'_, bool> {
+        if let Some(l) = self.listen.take() {
+            l.stop();
+        }
+        Box::pin(std::future::ready(true))
+    }
+
+    fn check(&self, _deadline: Instant) -> BoxFuture<'_, Vec<CheckLine>> {
+        let line = Ok(format!(
+            "serves GET /metrics at {} while the agent runs",
+            self.addr
+        ));
+        Box::pin(std::future::ready(vec![line]))
     }
 }

@@ -37,17 +37,17 @@ pub mod proto;
 pub mod queue;
 pub mod request_builder;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prometheus::proto::MetricFamily;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::http::{self, ClientOptions};
 use super::retry;
+use super::{BoxFuture, CheckLine, Counters, Cycle, Sink};
 use queue::Queue;
 use request_builder::{Encoded, RequestBuilder};
 
@@ -68,7 +68,7 @@ pub fn retryable_status(status: u16) -> bool {
     status == 429 || (500..600).contains(&status)
 }
 
-/// How to reach one receiver, and what to put on every series.
+/// How to reach one receiver.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The write endpoint, e.g. `http://prometheus:9090/api/v1/write`.
@@ -76,8 +76,6 @@ pub struct Options {
     pub client: ClientOptions,
     /// Requests held while the receiver is down or slow (at least one).
     pub queue_size: usize,
-    /// The job's grouping labels, `job` first.
-    pub grouping: Vec<(String, String)>,
 }
 
 /// Why remote writing failed. Messages never include credentials.
@@ -128,11 +126,11 @@ struct Shared {
     wake: Notify,
     /// The queue became empty.
     drained: Notify,
-    /// Failed requests: each failed attempt, and each request that could not be encoded.
-    errors: AtomicU64,
-    /// Requests given up on: rejected (4xx but 429), pushed out of the full queue, or
-    /// cleared at job end so the staleness markers go out in time.
-    dropped: AtomicU64,
+    /// The agent's counters: `remote_write_errors` (each failed attempt, and each
+    /// request that could not be encoded) and `remote_write_dropped` (requests given up
+    /// on: rejected (4xx but 429), pushed out of the full queue, or cleared at job end so
+    /// the staleness markers go out in time), summed over receivers.
+    counters: Arc<Counters>,
     /// The queue has overflowed since it was last empty (logged once per overflow).
     overflowing: AtomicBool,
 }
@@ -145,20 +143,161 @@ impl Shared {
     }
 
     fn count_dropped(&self, n: usize) {
-        self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        Counters::add(&self.counters.remote_write_dropped, n as u64);
+    }
+
+    fn count_error(&self) {
+        Counters::add(&self.counters.remote_write_errors, 1);
     }
 }
 
-/// One receiver: encodes each cycle and hands it to its sender task.
-pub struct RemoteWrite {
-    shared: Arc<Shared>,
+/// Remote write as a [`Sink`]: each cycle encoded once (one [`RequestBuilder`] for the
+/// job), the same bytes queued for every receiver, each sent in order by its own task.
+pub struct RemoteWriteSink {
     builder: RequestBuilder,
+    receivers: Vec<Receiver>,
+    /// The receivers' options, for `check`.
+    options: Vec<Options>,
+}
+
+impl RemoteWriteSink {
+    /// One receiver per `options`, every series carrying `grouping` (`job` first); their
+    /// sender tasks start on the current runtime.
+    pub fn new(
+        options: Vec<Options>,
+        grouping: &[(String, String)],
+        counters: Arc<Counters>,
+    ) -> Result<RemoteWriteSink, RemoteWriteError> {
+        counters.with_remote_write();
+        let receivers = options
+            .iter()
+            .map(|o| Receiver::new(o.clone(), counters.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in &receivers {
+            tracing::info!(receiver = %r.url(), "also writing every cycle by Prometheus remote write");
+        }
+        Ok(RemoteWriteSink {
+            builder: RequestBuilder::new(grouping),
+            receivers,
+            options,
+        })
+    }
+
+    fn enqueue_everywhere(&self, e: &Encoded) {
+        for r in &self.receivers {
+            r.enqueue(e);
+        }
+    }
+
+    fn count_error(&self) {
+        if let Some(r) = self.receivers.first() {
+            r.shared.count_error();
+        }
+    }
+}
+
+impl Sink for RemoteWriteSink {
+    fn name(&self) -> &'static str {
+        "remote_write"
+    }
+
+    /// Queues the cycle for every receiver, stamped with the cycle's time; never waits
+    /// for the network, so a slow receiver holds up nothing.
+    fn ship(&mut self, cycle: Arc<Cycle>, _deadline: Instant) -> BoxFuture<'_, bool> {
+        let ok = match self.builder.cycle(&cycle.families, cycle.unix_ms) {
+            Ok(e) => {
+                self.enqueue_everywhere(&e);
+                true
+            }
+            Err(e) => {
+                // Only input over 4 GiB fails to compress; counted, not retried.
+                self.count_error();
+                tracing::error!(error = %e, "cannot encode a remote-write request; skipping this cycle");
+                false
+            }
+        };
+        Box::pin(std::future::ready(ok))
+    }
+
+    fn flush(&mut self, deadline: Instant) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let drains: Vec<Drain> = self.receivers.iter().map(Receiver::drain).collect();
+            let mut all = true;
+            for (d, r) in drains.iter().zip(&self.receivers) {
+                if !d.wait(deadline).await {
+                    tracing::warn!(receiver = %r.url(), "remote write not done before the timeout");
+                    all = false;
+                }
+            }
+            all
+        })
+    }
+
+    /// Queues the staleness markers that end every series written (stamped now, after the
+    /// last sample) for every receiver, and waits for them, and for what is queued
+    /// before them, until `deadline`.
+    fn end(&mut self, deadline: Instant) -> BoxFuture<'_, bool> {
+        let now_ms = crate::sinks::unix_ms();
+        let markers = match self.builder.end(now_ms) {
+            Ok(Some(e)) => {
+                self.enqueue_everywhere(&e);
+                e.stale_markers
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                self.count_error();
+                tracing::error!(error = %e, "cannot encode the staleness markers");
+                0
+            }
+        };
+        let drains: Vec<(String, Drain)> = self
+            .receivers
+            .iter()
+            .map(|r| (r.url().to_string(), r.drain()))
+            .collect();
+        Box::pin(async move {
+            let finished =
+                futures_util::future::join_all(drains.iter().map(|(_, d)| d.finish(deadline)))
+                    .await;
+            let mut all = true;
+            for ((url, _), r) in drains.iter().zip(finished) {
+                match r {
+                    Ok(()) => {
+                        tracing::info!(receiver = %url, series = markers, "remote-written series ended (staleness markers sent)")
+                    }
+                    Err(e) => {
+                        all = false;
+                        tracing::warn!(error = %e, "could not end the remote-written series; receivers drop them from queries within five minutes by themselves");
+                    }
+                }
+            }
+            all
+        })
+    }
+
+    fn check(&self, deadline: Instant) -> BoxFuture<'_, Vec<CheckLine>> {
+        Box::pin(async move {
+            let mut lines = Vec::with_capacity(self.options.len());
+            for o in &self.options {
+                lines.push(match Receiver::probe(o, deadline).await {
+                    Ok(()) => Ok(format!("OK {}", o.url)),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+            lines
+        })
+    }
+}
+
+/// One receiver: its queue and its sender task.
+struct Receiver {
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl RemoteWrite {
+impl Receiver {
     /// Builds the client and starts the sender task on the current Tokio runtime.
-    pub fn new(opts: Options) -> Result<RemoteWrite, RemoteWriteError> {
+    fn new(opts: Options, counters: Arc<Counters>) -> Result<Receiver, RemoteWriteError> {
         let setup = |reason: String| RemoteWriteError::Setup {
             url: opts.url.clone(),
             reason,
@@ -172,8 +311,7 @@ impl RemoteWrite {
             queue: Mutex::new(Queue::new(opts.queue_size)),
             wake: Notify::new(),
             drained: Notify::new(),
-            errors: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            counters,
             overflowing: AtomicBool::new(false),
         });
         let sender = Sender {
@@ -181,46 +319,23 @@ impl RemoteWrite {
             http: client,
             opts: opts.client,
         };
-        Ok(RemoteWrite {
+        Ok(Receiver {
             task: runtime.spawn(sender.run()),
-            builder: RequestBuilder::new(&opts.grouping),
             shared,
         })
     }
 
-    pub fn url(&self) -> &str {
+    fn url(&self) -> &str {
         &self.shared.url
     }
 
-    /// Failed attempts and unencodable requests since the start.
-    pub fn errors_total(&self) -> u64 {
-        self.shared.errors.load(Ordering::Relaxed)
-    }
-
-    /// Requests given up on since the start.
-    pub fn dropped_total(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Requests waiting (including one being sent).
-    pub fn pending(&self) -> usize {
-        self.shared.lock().len()
-    }
-
-    /// Queues one cycle's families, all stamped `now_ms`. Never waits for the network.
-    pub fn write(&mut self, families: &[MetricFamily], now_ms: i64) {
-        match self.builder.cycle(families, now_ms) {
-            Ok(e) => self.enqueue(e),
-            Err(e) => {
-                // Only input over 4 GiB fails to compress; counted, not retried.
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(receiver = %self.shared.url, error = %e, "cannot encode a remote-write request; skipping this cycle");
-            }
-        }
-    }
-
-    fn enqueue(&self, e: Encoded) {
-        let dropped = self.shared.lock().push(e.body, e.samples, e.stale_markers);
+    /// Queues one encoded request (the same bytes for every receiver: `Bytes` is shared,
+    /// not copied). Never waits for the network.
+    fn enqueue(&self, e: &Encoded) {
+        let dropped = self
+            .shared
+            .lock()
+            .push(e.body.clone(), e.samples, e.stale_markers);
         if dropped.is_some() {
             self.shared.count_dropped(1);
             if !self.shared.overflowing.swap(true, Ordering::Relaxed) {
@@ -230,40 +345,16 @@ impl RemoteWrite {
         self.shared.wake.notify_one();
     }
 
-    /// Queues the staleness markers that end every live series, stamped `now_ms`, and
-    /// returns a handle to wait for them. The markers go after everything queued (order
-    /// is never broken); [`Drain::finish`] clears a backlog that would hold them past the
-    /// deadline.
-    pub fn end(&mut self, now_ms: i64) -> Drain {
-        let mut markers = 0;
-        match self.builder.end(now_ms) {
-            Ok(Some(e)) => {
-                markers = e.stale_markers;
-                self.enqueue(e);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(receiver = %self.shared.url, error = %e, "cannot encode the staleness markers");
-            }
-        }
-        Drain {
-            shared: self.shared.clone(),
-            markers,
-        }
-    }
-
     /// A handle to wait until everything queued so far is sent.
-    pub fn drain(&self) -> Drain {
+    fn drain(&self) -> Drain {
         Drain {
             shared: self.shared.clone(),
-            markers: 0,
         }
     }
 
     /// Tries the receiver with the smallest real request, an empty `WriteRequest` (for
     /// `check`): it writes nothing, but passes auth, TLS and the protocol.
-    pub async fn probe(opts: &Options, deadline: Instant) -> Result<(), RemoteWriteError> {
+    async fn probe(opts: &Options, deadline: Instant) -> Result<(), RemoteWriteError> {
         let client = http::client(&opts.client, "remote_write", &opts.url).map_err(|e| {
             RemoteWriteError::Setup {
                 url: opts.url.clone(),
@@ -284,26 +375,20 @@ impl RemoteWrite {
     }
 }
 
-impl Drop for RemoteWrite {
+impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
 /// Waits for one receiver's queue to empty.
-pub struct Drain {
+struct Drain {
     shared: Arc<Shared>,
-    markers: usize,
 }
 
 impl Drain {
-    /// Staleness markers queued by [`RemoteWrite::end`].
-    pub fn markers(&self) -> usize {
-        self.markers
-    }
-
     /// Waits until the queue is empty; false at `deadline`.
-    pub async fn wait(&self, deadline: Instant) -> bool {
+    async fn wait(&self, deadline: Instant) -> bool {
         loop {
             let notified = self.shared.drained.notified();
             tokio::pin!(notified);
@@ -322,7 +407,7 @@ impl Drain {
     /// At job end: waits for the backlog until half the time to `deadline` has passed,
     /// then drops what is still queued ahead of the newest request (the staleness
     /// markers; counted) and waits for that one until `deadline`.
-    pub async fn finish(&self, deadline: Instant) -> Result<(), RemoteWriteError> {
+    async fn finish(&self, deadline: Instant) -> Result<(), RemoteWriteError> {
         let now = Instant::now();
         let half = now + deadline.saturating_duration_since(now) / 2;
         if self.wait(half).await {
@@ -406,7 +491,7 @@ impl Sender {
                     self.shared.lock().done(p.seq);
                 }
                 Err(e) if e.retryable() => {
-                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared.count_error();
                     let wait = retry::backoff(attempt, RETRY_BASE, RETRY_CAP);
                     attempt = attempt.saturating_add(1);
                     tracing::debug!(error = %e, attempt, "remote write failed; retrying");
@@ -419,7 +504,7 @@ impl Sender {
                 }
                 Err(_) => {
                     attempt = 0;
-                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared.count_error();
                     if self.shared.lock().done(p.seq) {
                         self.shared.count_dropped(1);
                     }

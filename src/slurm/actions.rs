@@ -341,7 +341,7 @@ fn signal(pid: i32, sig: Signal) {
 /// SIGTERM, wait until `deadline` for each to exit (the agent deletes its group first),
 /// then SIGKILL what is left. True when every one exited on its own. An agent that
 /// `systemctl stop` already signalled ignores this second SIGTERM (see
-/// `agent::signal_action`): it goes on with its delete.
+/// `signals::signal_action`): it goes on with its delete.
 fn stop_processes(pids: &BTreeSet<i32>, deadline: Instant) -> bool {
     for &pid in pids {
         tracing::info!(pid, "stopping the agent (SIGTERM); it deletes its group");

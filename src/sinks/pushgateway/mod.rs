@@ -9,6 +9,8 @@
 //! succeed later: connection errors, 408, 429, 5xx) back off until a caller's deadline.
 //! This module never sees Arkouda data: only bytes of exposition text and label pairs.
 
+pub mod sink;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
