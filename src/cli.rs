@@ -127,7 +127,7 @@ pub struct Common {
     /// Largest reply accepted from the metrics server [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_reply_bytes: Option<String>,
-    /// Pushgateway base URL, or several, comma-separated [default: http://127.0.0.1:9091].
+    /// Pushgateway base URL, or several, comma-separated (no default: ship where told).
     #[arg(long, value_name = "URL[,URL]")]
     pub pushgateway: Option<String>,
     /// With several Pushgateways: shard (one per job, by hash) or all (HA) [default: shard].

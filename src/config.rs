@@ -99,7 +99,7 @@ const fn secret(key: &'static str, doc: &'static str) -> KeyDef {
     }
 }
 
-/// Every setting the agent knows. The README's configuration table and
+/// Every setting the agent knows. The configuration table of `docs/configuration.md` and
 /// `config/arkouda-push-agent.toml` follow this list.
 pub static KEYS: &[KeyDef] = &[
     key("arkouda", Kind::Str, None, &[],
@@ -121,8 +121,8 @@ pub static KEYS: &[KeyDef] = &[
     secret("arkouda_token", "Arkouda token (environment only)."),
     key("max_reply_bytes", Kind::Bytes, Some("67108864"), &[],
         "Largest reply accepted from the metrics server; a larger one is dropped and counted."),
-    key("pushgateway", Kind::List, Some("http://127.0.0.1:9091"), &["PUSHGATEWAY_URL"],
-        "Pushgateway base URL, or a list of them (comma-separated in a flag or the environment)."),
+    key("pushgateway", Kind::List, None, &["PUSHGATEWAY_URL"],
+        "Pushgateway base URL, or a list of them (comma-separated in a flag or the environment). No default: the agent ships only where it is told to (pushgateway, remote_write, listen)."),
     key("pushgateway_mode", Kind::Str, Some("shard"), &[],
         "With several Pushgateways: shard (each job to one, by a stable hash of its job id) or all (every job to each: HA)."),
     key("layout", Kind::Str, Some("job"), &[],
@@ -746,12 +746,6 @@ impl Reader<'_> {
 
     fn listen(&self) -> Result<Option<String>, ConfigError> {
         let Some(addr) = self.nonempty("listen")? else {
-            if self.bool("no_push")? && self.list("remote_write")?.is_empty() {
-                return Err(self.invalid(
-                    "no_push",
-                    "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
-                ));
-            }
             return Ok(None);
         };
         addr.parse::<std::net::SocketAddr>().map_err(|_| {
@@ -1133,9 +1127,6 @@ impl Settings {
                 check_http_url(u, "pushgateway", false).map_err(|e| r.invalid("pushgateway", e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if pushgateway.is_empty() {
-            return Err(r.invalid("pushgateway", "must name at least one Pushgateway"));
-        }
         let pushgateway_mode = match r.required("pushgateway_mode")?.trim() {
             "shard" => PushgatewayMode::Shard,
             "all" => PushgatewayMode::All,
@@ -1178,6 +1169,25 @@ impl Settings {
             Duration::from_millis(100),
             Duration::from_secs(24 * 3600),
         )?;
+        // The sinks are what is configured, no implicit Pushgateway: none at all is a
+        // mistake, named with the keys that would fix it.
+        let listen = r.listen()?;
+        let no_push = r.bool("no_push")?;
+        let remote_write = r.remote_write()?;
+        if listen.is_none() && remote_write.urls.is_empty() {
+            if no_push {
+                return Err(r.invalid(
+                    "no_push",
+                    "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
+                ));
+            }
+            if pushgateway.is_empty() {
+                return Err(ConfigError::Missing {
+                    key: "pushgateway".to_string(),
+                    hint: "the metrics would go nowhere: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL), `remote_write` or `listen`".to_string(),
+                });
+            }
+        }
         Ok(Settings {
             server,
             arkouda_timeout: r.duration(
@@ -1223,9 +1233,9 @@ impl Settings {
             legacy_names: r.bool("legacy_names")?,
             log_level,
             log_file: r.path("log_file")?,
-            listen: r.listen()?,
-            no_push: r.bool("no_push")?,
-            remote_write: r.remote_write()?,
+            listen,
+            no_push,
+            remote_write,
             daemonize: r.bool("daemonize")?,
             pid_file: r.path("pid_file")?,
             watch_pid: r
@@ -1275,6 +1285,17 @@ impl Settings {
         {
             abs(p);
         }
+    }
+
+    /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
+    pub fn require_pushgateway(&self) -> Result<&[String], ConfigError> {
+        if self.pushgateway.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "pushgateway".to_string(),
+                hint: "this command deletes groups from the Pushgateways: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL)".to_string(),
+            });
+        }
+        Ok(&self.pushgateway)
     }
 
     /// The job id, which `run`, `once` and `delete` need.
@@ -1340,8 +1361,44 @@ mod tests {
         }
     }
 
+    /// The settings of `f` and `e`, with a Pushgateway when no layer names one (an agent
+    /// with no sink at all is refused: `a_sink_is_required`).
     fn settings(f: &FlagValues, e: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
-        Settings::from_resolved(&resolve(f, e)?)
+        let resolved = resolve(f, e)?;
+        if resolved.get("pushgateway").is_some() {
+            return Settings::from_resolved(&resolved);
+        }
+        let mut e = e.clone();
+        e.insert(
+            "ARKOUDA_PUSH_AGENT_PUSHGATEWAY".to_string(),
+            "http://pgw.test:9091".to_string(),
+        );
+        Settings::from_resolved(&resolve(f, &e)?)
+    }
+
+    /// No implicit Pushgateway: the sinks are what is configured, and none is exit 2 naming
+    /// the keys; `no_push` turns a configured Pushgateway off.
+    #[test]
+    fn a_sink_is_required() {
+        let only = |pairs: &[(&'static str, &str)]| {
+            Settings::from_resolved(&resolve(&flags(pairs), &env(&[])).unwrap())
+        };
+        let err = only(&[]).unwrap_err().to_string();
+        assert_eq!(err, "missing `pushgateway`: the metrics would go nowhere: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL), `remote_write` or `listen`");
+        let err = only(&[("pushgateway", "http://p:9091"), ("no_push", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid value for `no_push` = \"true\" (from flag --no-push): with no_push and neither"), "{err}");
+        let rw = only(&[("remote_write", "http://vm:8428/api/v1/write")]).unwrap();
+        assert!(rw.pushgateway.is_empty());
+        assert!(rw.require_pushgateway().is_err());
+        let listen = only(&[("listen", "127.0.0.1:9808")]).unwrap();
+        assert!(listen.pushgateway.is_empty());
+        let pgw = only(&[("pushgateway", "http://p:9091")]).unwrap();
+        assert_eq!(
+            pgw.require_pushgateway().unwrap(),
+            ["http://p:9091".to_string()]
+        );
     }
 
     fn source_of(f: &FlagValues, e: &BTreeMap<String, String>, key: &str) -> Source {
@@ -1641,6 +1698,7 @@ mod tests {
         let secret_file = file("s3cret-token\n");
         let f = flags(&[("arkouda_token_file", secret_file.0.to_str().unwrap())]);
         let e = env(&[
+            ("ARKOUDA_PUSH_AGENT_PUSHGATEWAY", "http://pgw.test:9091"),
             ("ARKOUDA_PUSH_AGENT_PUSHGATEWAY_PASSWORD", "hunter2"),
             ("ARKOUDA_PUSH_AGENT_PUSHGATEWAY_USERNAME", "agent"),
         ]);
@@ -1897,15 +1955,18 @@ mod tests {
         );
     }
 
-    /// The README's configuration table has a row for every key.
+    /// The configuration reference, docs/configuration.md, has a row for every key.
     #[test]
-    fn readme_documents_every_key() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    fn configuration_reference_documents_every_key() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/configuration.md"
+        ))
+        .unwrap();
         for def in KEYS {
             assert!(
-                readme.contains(&format!("| `{}` |", def.key)),
-                "README.md has no row for `{}`",
+                doc.contains(&format!("| `{}` |", def.key)),
+                "docs/configuration.md has no row for `{}`",
                 def.key
             );
         }

@@ -207,9 +207,13 @@ impl Poller {
             }
         }
         self.stats.skipped_records_total += t.unmapped;
+        let poll_ms = self.stats.poll_duration_seconds * 1e3;
         let cycle = Cycle {
             families: t.families,
             unix_ms: sinks::unix_ms(),
+            started,
+            poll_ms,
+            render_ms: started.elapsed().as_secs_f64() * 1e3 - poll_ms,
         };
         (result.is_ok(), Arc::new(cycle))
     }
@@ -426,6 +430,10 @@ mod tests {
                 "100ms".to_string(),
             ),
             ("ARKOUDA_PUSH_AGENT_JOB_ID".to_string(), "1".to_string()),
+            (
+                "ARKOUDA_PUSH_AGENT_PUSHGATEWAY".to_string(),
+                "http://pgw.test:9091".to_string(),
+            ),
             (
                 "ARKOUDA_PUSH_AGENT_CONFIG".to_string(),
                 "/dev/null".to_string(),

@@ -36,6 +36,9 @@ fn load(cli: &Cli, env: &BTreeMap<String, String>) -> Result<(Settings, Resolved
     ) {
         settings.require_job_id()?;
     }
+    if matches!(cli.command, Command::Delete(_) | Command::Sweep { .. }) {
+        settings.require_pushgateway()?;
+    }
     Ok((settings, resolved))
 }
 

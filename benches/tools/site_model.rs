@@ -129,10 +129,7 @@ async fn main() {
                     let at = start + phase + interval * i;
                     tokio::time::sleep_until(at).await;
                     // The cycle the lifecycle would hand over (not part of the timing).
-                    let cycle = Arc::new(Cycle {
-                        families: fams.to_vec(),
-                        unix_ms: arkouda_push_agent::sinks::unix_ms(),
-                    });
+                    let cycle = Arc::new(Cycle::now(fams.to_vec()));
                     let t = Instant::now();
                     rw.ship(cycle, at + interval * 4).await;
                     let ok = rw.flush(at + interval * 4).await;

@@ -42,12 +42,30 @@ pub fn unix_ms() -> i64 {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One cycle's result, translated once and shared by every sink.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Cycle {
     /// The families of the cycle, without grouping labels (each sink adds them its way).
     pub families: Vec<MetricFamily>,
     /// When the cycle was taken, in Unix milliseconds (remote write stamps it).
     pub unix_ms: i64,
+    /// When its poll started, and how long the poll and the translation took: a sink
+    /// that delivers logs the whole cycle's timing (what `benches/compare.sh` reads).
+    pub started: Instant,
+    pub poll_ms: f64,
+    pub render_ms: f64,
+}
+
+impl Cycle {
+    /// A cycle of `families` taken now (no poll timing).
+    pub fn now(families: Vec<MetricFamily>) -> Cycle {
+        Cycle {
+            families,
+            unix_ms: unix_ms(),
+            started: Instant::now(),
+            poll_ms: 0.0,
+            render_ms: 0.0,
+        }
+    }
 }
 
 /// One line of `check`: what was tried, and whether it worked.
@@ -313,8 +331,8 @@ mod tests {
 
     fn cycle(n: i64) -> Arc<Cycle> {
         Arc::new(Cycle {
-            families: Vec::new(),
             unix_ms: n,
+            ..Cycle::now(Vec::new())
         })
     }
 

@@ -560,10 +560,13 @@ mod tests {
             config: Some(PathBuf::from("/dev/null")),
             values: Vec::new(),
         };
-        let e: BTreeMap<String, String> = pairs
+        let mut e: BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (crate::config::env_name(k), v.to_string()))
             .collect();
+        // A site names its Pushgateway (there is no default); a test may name another.
+        e.entry(crate::config::env_name("pushgateway"))
+            .or_insert_with(|| "http://127.0.0.1:9091".to_string());
         Settings::from_resolved(&resolve(&flags, &e).unwrap()).unwrap()
     }
 

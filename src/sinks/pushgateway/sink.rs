@@ -200,7 +200,9 @@ impl Sink for PushgatewaySink {
 
     fn ship(&mut self, cycle: Arc<Cycle>, deadline: Instant) -> BoxFuture<'_, bool> {
         Box::pin(async move {
+            let shipping = Instant::now();
             let payloads = self.payloads(&cycle.families);
+            let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
             // Groups of an earlier cycle that are gone (a locale that vanished) are deleted.
             let gone: Vec<GroupingKey> = self
                 .groups
@@ -222,6 +224,15 @@ impl Sink for PushgatewaySink {
             }
             let results = futures_util::future::join_all(each).await;
             self.unsettled = false;
+            // One line per cycle, at debug level only: what benches/compare.sh reads.
+            tracing::debug!(
+                poll_ms = cycle.poll_ms,
+                render_ms = cycle.render_ms,
+                push_ms = shipping.elapsed().as_secs_f64() * 1e3,
+                cycle_ms = cycle.started.elapsed().as_secs_f64() * 1e3,
+                bytes,
+                "cycle done"
+            );
             self.note(&results);
             let pushed = results.iter().all(Result::is_ok);
             if pushed {
