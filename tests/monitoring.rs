@@ -3,7 +3,8 @@
 //! configuration, rules and rule tests, and static checks of the two Grafana dashboards,
 //! the job's and the site's (no Grafana server exists on these machines, so every panel
 //! query also runs against the real Prometheus, and the site table's `merge` is replayed
-//! on the answers).
+//! on the answers). Every PromQL expression shipped (dashboards, rules, documented
+//! queries) is also parsed by a PromQL parser (`promql-parser`), without any Prometheus.
 //!
 //! One Prometheus serves the whole end-to-end scenario: it reads its configuration only at
 //! start, so the ports of the Pushgateway and of the scrape-mode agent are chosen first and
@@ -1653,4 +1654,139 @@ fn site_dashboard_json_is_valid() {
             .any(|l| l["url"].as_str() == Some(&format!("/d/{job_uid}/arkouda-job"))),
         "dashboard links: {top:?}"
     );
+}
+
+/// Every expression of the rules file: the one-line `expr:` values and the `expr: |`
+/// blocks; as many as there are rules.
+fn rule_exprs() -> Vec<String> {
+    let text = read(RULES_YML);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let indent = line.len() - line.trim_start().len();
+        if let Some(v) = line.trim_start().strip_prefix("expr:") {
+            let v = v.trim();
+            if v == "|" || v == "|-" || v == ">-" {
+                let mut block = Vec::new();
+                while i + 1 < lines.len() {
+                    let next = lines[i + 1];
+                    if !next.trim().is_empty() && next.len() - next.trim_start().len() <= indent {
+                        break;
+                    }
+                    block.push(next.trim());
+                    i += 1;
+                }
+                out.push(block.join("\n").trim().to_string());
+            } else {
+                out.push(v.to_string());
+            }
+        }
+        i += 1;
+    }
+    let (records, alerts) = rule_names();
+    assert_eq!(out.len(), records.len() + alerts.len(), "{out:?}");
+    out
+}
+
+/// Every expression of a dashboard, variables filled in: panel queries and the selectors
+/// of `label_values` variable queries. (What, expression.)
+fn dashboard_exprs(d: &Value, vars: &BTreeMap<&str, &str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in all_panels(d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("expr");
+            out.push((format!("panel {}", p["title"]), substitute(expr, vars)));
+        }
+    }
+    for v in d["templating"]["list"].as_array().into_iter().flatten() {
+        if v["type"] == "query" {
+            let q = v["query"]["query"].as_str().expect("variable query");
+            let (sel, _) = label_values_query(&substitute(q, vars));
+            out.push((format!("variable {}", v["name"]), sel));
+        }
+    }
+    out
+}
+
+/// The indented query lines of a section of a Markdown document.
+fn doc_queries(path: &str, heading: &str) -> Vec<String> {
+    let doc = read(path);
+    let section = doc
+        .split(heading)
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap_or_else(|| panic!("{path}: no section {heading:?}"));
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every PromQL expression shipped parses with a PromQL parser (promql-parser): both
+/// dashboards' queries and variable selectors (Grafana's variables replaced by plausible
+/// values first), every rule of arkouda.rules.yml, and the queries the docs offer. The
+/// parser rejects what Prometheus rejects: an unfilled `$__rate_interval` range, a missing
+/// parenthesis, an unknown function.
+#[test]
+fn promql_expressions_parse() {
+    let vars: BTreeMap<&str, &str> = BTreeMap::from([
+        ("datasource", "prometheus"),
+        ("cluster", "(c1|c2)"),
+        ("job_id", "4242"),
+        ("locale", "(0|1|2)"),
+        ("__rate_interval", "1m"),
+        ("__interval", "15s"),
+        ("__interval_ms", "15000"),
+        ("__range", "1h"),
+        ("__range_s", "3600"),
+        ("__range_ms", "3600000"),
+        ("__from", "1700000000000"),
+        ("__to", "1700003600000"),
+    ]);
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for path in [DASHBOARD, SITE_DASHBOARD] {
+        let d = load_dashboard(path);
+        let found = dashboard_exprs(&d, &vars);
+        assert!(found.len() >= 10, "{path}: {found:?}");
+        exprs.extend(found.into_iter().map(|(w, e)| (format!("{path}: {w}"), e)));
+    }
+    exprs.extend(rule_exprs().into_iter().map(|e| (RULES_YML.to_string(), e)));
+    for (path, heading) in [
+        ("docs/monitoring.md", "## Queries users ask for most"),
+        ("docs/metrics.md", "## Example queries"),
+    ] {
+        let found = doc_queries(path, heading);
+        assert!(found.len() >= 5, "{path}: {found:?}");
+        exprs.extend(found.into_iter().map(|e| (path.to_string(), e)));
+    }
+    let mut bad = Vec::new();
+    for (what, e) in &exprs {
+        if let Err(err) = promql_parser::parser::parse(e) {
+            bad.push(format!("{what}: {e}\n  {err}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "PromQL that does not parse:\n{}",
+        bad.join("\n")
+    );
+    eprintln!("{} PromQL expressions parsed", exprs.len());
+
+    // The parser is no rubber stamp.
+    for wrong in [
+        "increase(arkouda_agent_poll_errors_total[$__rate_interval])",
+        "sum by (cluster (arkouda_up)",
+        "sum(rate(arkouda_requests_total[5m])",
+        "arkouda_up{cluster=~\"c1\"",
+        "rate_of(arkouda_requests_total[5m])",
+        "rate(arkouda_up)",
+    ] {
+        assert!(
+            promql_parser::parser::parse(wrong).is_err(),
+            "the parser accepted {wrong}"
+        );
+    }
 }
