@@ -1,10 +1,11 @@
 //! From push to picture, on real components only: a real Prometheus (Debian's 2.42), a
 //! real Pushgateway, the simulator and the agent, plus `promtool` for the shipped
-//! configuration, rules and rule tests, and static checks of the two Grafana dashboards,
-//! the job's and the site's (no Grafana server exists on these machines, so every panel
-//! query also runs against the real Prometheus, and the site table's `merge` is replayed
-//! on the answers). Every PromQL expression shipped (dashboards, rules, documented
-//! queries) is also parsed by a PromQL parser (`promql-parser`), without any Prometheus.
+//! configuration, rules and rule tests and for the exposition the agent pushes and serves,
+//! and static checks of the two Grafana dashboards, the job's and the site's (no Grafana
+//! server exists on these machines, so every panel query also runs against the real
+//! Prometheus, and the site table's `merge` is replayed on the answers). Every PromQL
+//! expression shipped (dashboards, rules, documented queries) is also parsed by a PromQL
+//! parser (`promql-parser`), without any Prometheus.
 //!
 //! One Prometheus serves the whole end-to-end scenario: it reads its configuration only at
 //! start, so the ports of the Pushgateway and of the scrape-mode agent are chosen first and
@@ -31,6 +32,10 @@ const RULES_YML: &str = "config/prometheus/arkouda.rules.yml";
 const RULE_TESTS_YML: &str = "tests/prometheus/arkouda.rules.test.yml";
 const DASHBOARD: &str = "config/grafana/dashboards/arkouda-job.json";
 const SITE_DASHBOARD: &str = "config/grafana/dashboards/arkouda-site.json";
+/// The exposition format's Content-Type (text format 0.0.4), as Prometheus's own client
+/// libraries and the Pushgateway send it.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// A file of the repository.
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -936,10 +941,47 @@ fn split_url(url: &str) -> (String, BTreeMap<String, String>) {
     (path.to_string(), params)
 }
 
+/// Runs `promtool check metrics` on `body` (its standard input): (success, output).
+fn promtool_check_metrics(body: &str) -> (bool, String) {
+    use std::io::Write;
+    need(PROMTOOL, "prometheus");
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {PROMTOOL}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(body.as_bytes()).expect("write to promtool");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `promtool check metrics` accepts `body` and reports nothing at all.
+fn check_metrics_clean(body: &str, what: &str) {
+    assert!(body.lines().count() > 20, "{what}: {body}");
+    let (ok, out) = promtool_check_metrics(body);
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics on {what}:\n{out}\n{body}"
+    );
+}
+
 /// The whole chain on one Prometheus: (a) the pushed values arrive unchanged, (c) scrape
 /// mode gives the same series, the rules load and record, (b) every job dashboard query
 /// returns data, (e) with both jobs running every site dashboard query returns data and
-/// its table has one row per job, and (a) after SIGTERM the series go stale.
+/// its table has one row per job, (f) the Pushgateway's and the scrape-mode agent's bodies
+/// pass `promtool check metrics` and scrape mode sends the text format's Content-Type, and
+/// (a) after SIGTERM the series go stale.
 #[test]
 fn prometheus_end_to_end() {
     let started = Instant::now();
@@ -1302,6 +1344,48 @@ fn prometheus_end_to_end() {
             "job dashboard's job ids {ids:?} lack {job}"
         );
     }
+
+    // (f) What reaches Prometheus passes `promtool check metrics` with no finding: the
+    // Pushgateway's whole /metrics (job 4242's group and its own metrics), and the
+    // scrape-mode agent's /metrics, served with the text format's exact Content-Type.
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    let pushed = http
+        .get(format!("{}/metrics", pg.url))
+        .send()
+        .and_then(|r| r.text())
+        .expect("GET the Pushgateway's /metrics");
+    assert!(
+        pushed.contains(
+            "\narkouda_up{cluster=\"c1\",instance=\"\",job=\"arkouda\",slurm_job_id=\"4242\"} 1\n"
+        ),
+        "{pushed}"
+    );
+    check_metrics_clean(&pushed, "the Pushgateway's /metrics");
+    let r = http
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .expect("GET the scrape-mode agent's /metrics");
+    assert_eq!(r.status().as_u16(), 200);
+    let ctype: Vec<&str> = r
+        .headers()
+        .get_all(reqwest::header::CONTENT_TYPE)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .collect();
+    assert_eq!(
+        ctype,
+        [TEXT_FORMAT],
+        "Content-Type of scrape mode's /metrics"
+    );
+    let scraped = r.text().expect("body");
+    assert!(
+        scraped.contains("\narkouda_up{job=\"arkouda\",slurm_job_id=\"4243\",cluster=\"c1\"} 1\n"),
+        "{scraped}"
+    );
+    check_metrics_clean(&scraped, "the scrape-mode agent's /metrics");
 
     // (a) SIGTERM: the agent deletes its group and the series go stale.
     let t = Instant::now();
@@ -1788,5 +1872,62 @@ fn promql_expressions_parse() {
             promql_parser::parser::parse(wrong).is_err(),
             "the parser accepted {wrong}"
         );
+    }
+}
+
+/// What the agent pushes (`once --dry-run` prints the body of its PUT), with the default
+/// and the legacy names and command names that stress the text format, passes
+/// `promtool check metrics` with no finding; a counter without `_total` would not.
+#[test]
+fn pushed_body_passes_promtool_check_metrics() {
+    let sim = Sim::start(&[
+        "--locales",
+        "2",
+        "--release",
+        RELEASE,
+        "--users",
+        USERS,
+        "--weird-names",
+    ]);
+    let endpoint = sim.endpoint();
+    let dir = TempDir::new("dryrun");
+    let lock_dir = dir.0.display().to_string();
+    for extra in [&[][..], &["--legacy-names"][..]] {
+        let args = [
+            &[
+                "once",
+                "--dry-run",
+                "--arkouda",
+                &endpoint,
+                "--job-id",
+                "4244",
+                "--cluster",
+                "c1",
+                "--job-user",
+                "alice",
+                "--partition",
+                "debug",
+                "--lock-dir",
+                &lock_dir,
+            ][..],
+            extra,
+        ]
+        .concat();
+        let (code, body, err) = run_agent(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(body.contains("\narkouda_up 1\n"), "{body}");
+        assert!(body.contains("new\\nline"), "weird names: {body}");
+        check_metrics_clean(&body, &format!("once --dry-run {extra:?}"));
+        if extra.is_empty() {
+            let wrong = body.replace(
+                "arkouda_agent_poll_errors_total",
+                "arkouda_agent_poll_errors",
+            );
+            let (ok, out) = promtool_check_metrics(&wrong);
+            assert!(
+                !ok && out.contains("counter metrics should have \"_total\" suffix"),
+                "{out}"
+            );
+        }
     }
 }
