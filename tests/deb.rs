@@ -182,6 +182,8 @@ fn deb_install_slurm_lifecycle_and_purge() {
         "/usr/share/doc/arkouda-push-agent/slurm.md",
         "/usr/share/doc/arkouda-push-agent/examples/arkouda-push-agent.toml",
         "/usr/share/doc/arkouda-push-agent/examples/prometheus/arkouda.rules.yml",
+        "/usr/share/doc/arkouda-push-agent/examples/grafana/arkouda-job.json",
+        "/usr/share/doc/arkouda-push-agent/examples/grafana/arkouda-site.json",
     ] {
         assert!(
             listed.contains(&path),

@@ -1,8 +1,11 @@
 //! From push to picture, on real components only: a real Prometheus (Debian's 2.42), a
 //! real Pushgateway, the simulator and the agent, plus `promtool` for the shipped
-//! configuration, rules and rule tests, and static checks of the Grafana dashboard (no
-//! Grafana server exists on these machines, so every panel query also runs against the
-//! real Prometheus).
+//! configuration, rules and rule tests and for the exposition the agent pushes and serves,
+//! and static checks of the two Grafana dashboards, the job's and the site's (no Grafana
+//! server exists on these machines, so every panel query also runs against the real
+//! Prometheus, and the site table's `merge` is replayed on the answers). Every PromQL
+//! expression shipped (dashboards, rules, documented queries) is also parsed by a PromQL
+//! parser (`promql-parser`), without any Prometheus.
 //!
 //! One Prometheus serves the whole end-to-end scenario: it reads its configuration only at
 //! start, so the ports of the Pushgateway and of the scrape-mode agent are chosen first and
@@ -28,6 +31,10 @@ const PROMETHEUS_YML: &str = "config/prometheus/prometheus.yml";
 const RULES_YML: &str = "config/prometheus/arkouda.rules.yml";
 const RULE_TESTS_YML: &str = "tests/prometheus/arkouda.rules.test.yml";
 const DASHBOARD: &str = "config/grafana/dashboards/arkouda-job.json";
+const SITE_DASHBOARD: &str = "config/grafana/dashboards/arkouda-site.json";
+/// The exposition format's Content-Type (text format 0.0.4), as Prometheus's own client
+/// libraries and the Pushgateway send it.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A file of the repository.
 fn repo(path: &str) -> PathBuf {
@@ -409,7 +416,11 @@ fn rule_names() -> (Vec<String>, Vec<String>) {
 }
 
 fn dashboard() -> Value {
-    serde_json::from_str(&read(DASHBOARD)).expect("the dashboard is valid JSON")
+    load_dashboard(DASHBOARD)
+}
+
+fn load_dashboard(path: &str) -> Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is no valid JSON: {e}"))
 }
 
 /// Every panel, nested ones (in collapsed rows) included.
@@ -440,6 +451,9 @@ const BUILTINS: &[&str] = &[
     "__from",
     "__to",
 ];
+
+/// Grafana's built-in variables of data links.
+const LINK_BUILTINS: &[&str] = &["__data", "__field", "__url_time_range"];
 
 /// The variable references (`$name`, `${name}`, `${name:fmt}`, `[[name]]`) in `text`.
 fn variable_refs(text: &str) -> Vec<String> {
@@ -516,9 +530,458 @@ fn label_values_query(q: &str) -> (String, String) {
     (sel.trim().to_string(), label.trim().to_string())
 }
 
+/// Runs every panel query of dashboard `d`, variables filled in from `vars`, until each
+/// returns data (instant queries: a sample; range queries: a series over the last two
+/// minutes); returns the number of queries.
+fn check_panels_return_data(prom: &Prometheus, d: &Value, vars: &BTreeMap<&str, &str>) -> usize {
+    let mut queries = 0;
+    for p in all_panels(d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("target expr");
+            let q = substitute(expr, vars);
+            let what = format!("panel {:?} query {q}", p["title"]);
+            if t["instant"] == true {
+                eventually(Duration::from_secs(30), &what, || match prom.query(&q)? {
+                    s if s.is_empty() => Err("no data".into()),
+                    s => Ok(s),
+                });
+            } else {
+                eventually(Duration::from_secs(30), &what, || {
+                    match prom.query_range(&q)? {
+                        (0, _) => Err("no series".into()),
+                        (n, points) => Ok((n, points)),
+                    }
+                });
+            }
+            queries += 1;
+        }
+    }
+    queries
+}
+
+/// The site dashboard's only panel of type `ty` (`table`), or panics.
+fn site_panel<'a>(d: &'a Value, ty: &str) -> &'a Value {
+    let found: Vec<&Value> = all_panels(d)
+        .into_iter()
+        .filter(|p| p["type"] == ty)
+        .collect();
+    match found.as_slice() {
+        [p] => p,
+        other => panic!("{} panels of type {ty} in the site dashboard", other.len()),
+    }
+}
+
+/// The single query of a panel.
+fn only_expr(p: &Value) -> &str {
+    match p["targets"].as_array().map(Vec::as_slice) {
+        Some([t]) => t["expr"].as_str().expect("expr"),
+        _ => panic!("panel {:?} has not exactly one query", p["title"]),
+    }
+}
+
+/// Physical memory per locale in the simulator (bytes); the memory-ratio denominator.
+const SIM_PHYSICAL_MEMORY: f64 = 274877906944.0;
+
+/// The requests a simulator of `USERS` runs per tick, all commands: create 2, randint 3,
+/// sum 1 per user (connect and getconfig stay at 1).
+const SIM_REQUESTS_PER_TICK: f64 = 2.0 * (2.0 + 3.0 + 1.0);
+
+/// The site's stat panels count exactly the two jobs (3 locales each); the sums are of
+/// two jobs' simulated values.
+fn check_site_stats(prom: &Prometheus, d: &Value, vars: &BTreeMap<&str, &str>) {
+    let mut seen = BTreeSet::new();
+    for p in all_panels(d).into_iter().filter(|p| p["type"] == "stat") {
+        let title = p["title"].as_str().unwrap_or_default();
+        let q = substitute(only_expr(p), vars);
+        let check = |v: f64| -> Result<(), String> {
+            let ok = match title {
+                "Running jobs" => v == 2.0,
+                "Servers not answering" | "Agents not pushing" => v == 0.0,
+                "Locales in use" => v == 2.0 * LOCALES as f64,
+                // Two jobs of 3 locales at ticks k1, k2: (300 (k1 + k2) + 6) MB.
+                "Memory used (all jobs)" => {
+                    let mb = v / 1e6 - 6.0;
+                    mb >= 600.0 && mb % 300.0 == 0.0
+                }
+                // Two jobs at most one tick a second; rate5m is lower while a job is
+                // younger than 5 minutes (the increase is divided by the 5 minutes).
+                "Requests per second (all jobs)" => {
+                    v > 0.0 && v <= 2.0 * 1.5 * SIM_REQUESTS_PER_TICK
+                }
+                other => panic!("no expectation for the site's stat {other:?}"),
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{title}: {v}"))
+            }
+        };
+        eventually(
+            Duration::from_secs(30),
+            &format!("stat {title}: {q}"),
+            || match prom.query(&q)?.as_slice() {
+                [s] => check(s.value),
+                other => Err(format!("{} samples: {other:?}", other.len())),
+            },
+        );
+        seen.insert(title.to_string());
+    }
+    assert_eq!(seen.len(), 6, "stats checked: {seen:?}");
+}
+
+/// The top lists hold each of the two jobs once, with its cluster, and each bar's link
+/// opens that job.
+fn check_site_top_lists(prom: &Prometheus, d: &Value, vars: &BTreeMap<&str, &str>) {
+    let tops: Vec<&Value> = all_panels(d)
+        .into_iter()
+        .filter(|p| p["type"] == "bargauge")
+        .collect();
+    let titles: Vec<&str> = tops.iter().filter_map(|p| p["title"].as_str()).collect();
+    for want in ["Top jobs by memory", "Top jobs by request rate"] {
+        assert!(titles.contains(&want), "no panel {want:?}: {titles:?}");
+    }
+    for p in tops {
+        let q = substitute(only_expr(p), vars);
+        let samples = eventually(Duration::from_secs(30), &q, || {
+            let s = prom.query(&q)?;
+            let jobs: BTreeSet<&str> = s
+                .iter()
+                .filter_map(|s| s.labels.get("slurm_job_id").map(String::as_str))
+                .collect();
+            if s.len() == 2 && jobs == BTreeSet::from(["4242", "4243"]) {
+                Ok(s)
+            } else {
+                Err(format!("{s:?}"))
+            }
+        });
+        let url = panel_link_urls(p).pop().expect("a top list has a link");
+        for s in samples {
+            assert_eq!(
+                s.labels.keys().collect::<Vec<_>>(),
+                ["cluster", "slurm_job_id"],
+                "{q}"
+            );
+            assert!(s.value > 0.0 && s.value.is_finite(), "{q}: {s:?}");
+            let (_, params) = split_url(&fill_link(&url, &s.labels, vars));
+            assert_eq!(params.get("var-job_id"), s.labels.get("slurm_job_id"));
+            assert_eq!(params.get("var-cluster"), s.labels.get("cluster"));
+        }
+    }
+}
+
+/// The site table: its queries at one instant, merged as Grafana's `merge` transformation
+/// merges them, give exactly one row per running job with exactly the expected columns
+/// and values. Returns the rows.
+fn check_site_table(
+    prom: &Prometheus,
+    d: &Value,
+    vars: &BTreeMap<&str, &str>,
+) -> Vec<BTreeMap<String, String>> {
+    let table = site_panel(d, "table");
+    let transformations: Vec<&str> = table["transformations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(transformations, ["merge", "organize"]);
+    let targets: Vec<(String, String)> = table["targets"]
+        .as_array()
+        .expect("table targets")
+        .iter()
+        .map(|t| {
+            assert_eq!(t["instant"], true, "{t}");
+            assert_eq!(t["format"], "table", "{t}");
+            (
+                t["refId"].as_str().expect("refId").to_string(),
+                substitute(t["expr"].as_str().expect("expr"), vars),
+            )
+        })
+        .collect();
+    // The columns, by the refId of their query.
+    let col = |name: &str| -> String {
+        let refs: BTreeMap<&str, &str> = BTreeMap::from([
+            ("up", "A"),
+            ("info", "B"),
+            ("locales", "C"),
+            ("memory", "D"),
+            ("memory ratio", "E"),
+            ("requests", "F"),
+            ("errors", "G"),
+            ("push age", "H"),
+        ]);
+        format!("Value #{}", refs[name])
+    };
+    assert_eq!(targets.len(), 8, "{targets:?}");
+    eventually(Duration::from_secs(30), "one table row per job", || {
+        let at = now() - 1.0;
+        let mut frames = Vec::new();
+        for (r, q) in &targets {
+            frames.push((r.clone(), prom.query_at(q, at)?));
+        }
+        let rows = grafana_merge(&frames);
+        let jobs: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.get("slurm_job_id").map(String::as_str))
+            .collect();
+        if rows.len() != 2 || jobs.iter().collect::<BTreeSet<_>>().len() != 2 {
+            return Err(format!("{} rows: {rows:?}", rows.len()));
+        }
+        for row in &rows {
+            let job = row["slurm_job_id"].as_str();
+            let num = |c: &str| -> f64 {
+                row.get(&col(c))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            let bad = |what: &str| Err(format!("job {job}: {what}: {row:?}"));
+            let mut want_cols: BTreeSet<String> = ["cluster", "slurm_job_id", "user", "partition"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(
+                    [
+                        "up",
+                        "info",
+                        "locales",
+                        "memory",
+                        "memory ratio",
+                        "requests",
+                        "errors",
+                    ]
+                    .iter()
+                    .map(|c| col(c)),
+                )
+                .collect();
+            match job {
+                // Pushgateway mode: the push age is a few seconds at most.
+                "4242" => {
+                    want_cols.insert(col("push age"));
+                    if !(0.0..15.0).contains(&num("push age")) {
+                        return bad("push age");
+                    }
+                }
+                // Scrape mode: nothing is pushed, the cell is empty.
+                "4243" => {}
+                other => return bad(&format!("unknown job {other}")),
+            }
+            if row.keys().cloned().collect::<BTreeSet<_>>() != want_cols {
+                return bad(&format!("columns, not {want_cols:?}"));
+            }
+            for (label, want) in [("cluster", "c1"), ("user", "alice"), ("partition", "debug")] {
+                if row[label] != want {
+                    return bad(label);
+                }
+            }
+            if num("up") != 1.0 || num("info") != 1.0 {
+                return bad("up or info");
+            }
+            if num("locales") != LOCALES as f64 {
+                return bad("locales");
+            }
+            // Locale i holds (100k + i) MB at tick k: the job, (300k + 3) MB.
+            let k = (num("memory") / 1e6 - 3.0) / 300.0;
+            if !(k >= 1.0 && k.fract() == 0.0) {
+                return bad("memory is no tick's");
+            }
+            // The other columns may come from a scrape or rule evaluation a tick apart;
+            // Arkouda's percentages have about 6 significant digits.
+            let ticks = (k as u64).saturating_sub(2)..=k as u64 + 2;
+            let ratio = num("memory ratio");
+            if !ticks.clone().any(|j| {
+                let want = (100.0 * j as f64 + (LOCALES - 1) as f64) * 1e6 / SIM_PHYSICAL_MEMORY;
+                (ratio - want).abs() <= 1e-5 * want
+            }) {
+                return bad("memory ratio is not the busiest locale's of a tick near k");
+            }
+            // IllegalArgumentError: floor(k/5) per user (v2024.04.19).
+            let errors = num("errors");
+            if !ticks.clone().any(|j| errors == 2.0 * (j / 5) as f64) {
+                return bad("errors");
+            }
+            // At most one tick a second (rate5m is lower while the job is young).
+            let rate = num("requests");
+            if !(rate > 0.0 && rate <= SIM_REQUESTS_PER_TICK * 1.5) {
+                return bad("requests per second");
+            }
+        }
+        Ok(rows)
+    })
+}
+
+/// Grafana's `merge` transformation over instant queries in table format: one frame per
+/// query (refId, samples) with a column per label and `Value #<refId>`. The key columns
+/// are those present in every non-empty frame; a row joins the earlier rows of its key
+/// whose shared columns agree, else starts a row of its own. No key column: no merge.
+fn grafana_merge(frames: &[(String, Vec<Sample>)]) -> Vec<BTreeMap<String, String>> {
+    type Row = BTreeMap<String, String>;
+    let frames: Vec<(BTreeSet<String>, Vec<Row>)> = frames
+        .iter()
+        .filter(|(_, samples)| !samples.is_empty())
+        .map(|(r, samples)| {
+            let value = format!("Value #{r}");
+            let mut fields: BTreeSet<String> = samples
+                .iter()
+                .flat_map(|s| s.labels.keys().cloned())
+                .collect();
+            let rows = samples
+                .iter()
+                .map(|s| {
+                    let mut row: BTreeMap<String, String> = fields
+                        .iter()
+                        .map(|f| (f.clone(), s.labels.get(f).cloned().unwrap_or_default()))
+                        .collect();
+                    row.insert(value.clone(), s.value.to_string());
+                    row
+                })
+                .collect();
+            fields.insert(value);
+            (fields, rows)
+        })
+        .collect();
+    let Some((first, _)) = frames.first() else {
+        return Vec::new();
+    };
+    let keys: Vec<&String> = first
+        .iter()
+        .filter(|f| frames.iter().all(|(fields, _)| fields.contains(*f)))
+        .collect();
+    let all_rows = frames.iter().flat_map(|(_, rows)| rows.iter().cloned());
+    if keys.is_empty() {
+        return all_rows.collect();
+    }
+    let mut out: Vec<(String, Row)> = Vec::new();
+    for row in all_rows {
+        let key: Vec<&str> = keys.iter().map(|k| row[*k].as_str()).collect();
+        let key = key.join("\u{0}");
+        let mut merged = false;
+        for (_, existing) in out.iter_mut().filter(|(k, _)| *k == key) {
+            if row
+                .iter()
+                .all(|(f, v)| existing.get(f).is_none_or(|e| e == v))
+            {
+                existing.extend(row.clone());
+                merged = true;
+            }
+        }
+        if !merged {
+            out.push((key, row));
+        }
+    }
+    out.into_iter().map(|(_, row)| row).collect()
+}
+
+/// The URLs of a panel's data links (field defaults, overrides and panel links).
+fn panel_link_urls(p: &Value) -> Vec<String> {
+    let fc = &p["fieldConfig"];
+    let mut links: Vec<&Value> = fc["defaults"]["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    for o in fc["overrides"].as_array().into_iter().flatten() {
+        for prop in o["properties"].as_array().into_iter().flatten() {
+            if prop["id"] == "links" {
+                links.extend(prop["value"].as_array().into_iter().flatten());
+            }
+        }
+    }
+    links.extend(p["links"].as_array().into_iter().flatten());
+    links
+        .into_iter()
+        .map(|l| l["url"].as_str().expect("link url").to_string())
+        .collect()
+}
+
+/// A data link's URL as Grafana fills it in for one table row or one series: the fields
+/// (`${__data.fields.NAME}`) or labels (`${__field.labels.NAME}`) from `fields`, the
+/// dashboard's time range (`${__url_time_range}`), the dashboard's variables from `vars`.
+fn fill_link(url: &str, fields: &BTreeMap<String, String>, vars: &BTreeMap<&str, &str>) -> String {
+    let mut out = String::new();
+    let mut rest = url;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let inner = &rest[i + 2..];
+        let end = inner
+            .find('}')
+            .unwrap_or_else(|| panic!("unclosed ${{ in {url}"));
+        let name = &inner[..end];
+        let value = if let Some(f) = name
+            .strip_prefix("__data.fields.")
+            .or_else(|| name.strip_prefix("__field.labels."))
+        {
+            fields
+                .get(f)
+                .unwrap_or_else(|| panic!("{url}: no field {f} in {fields:?}"))
+                .clone()
+        } else if name == "__url_time_range" {
+            "from=now-1h&to=now".to_string()
+        } else {
+            vars.get(name)
+                .unwrap_or_else(|| panic!("{url}: no variable {name}"))
+                .to_string()
+        };
+        out.push_str(&value);
+        rest = &inner[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A URL's path and query parameters (each given once).
+fn split_url(url: &str) -> (String, BTreeMap<String, String>) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        assert!(
+            params.insert(k.to_string(), v.to_string()).is_none(),
+            "{url}: {k} twice"
+        );
+    }
+    (path.to_string(), params)
+}
+
+/// Runs `promtool check metrics` on `body` (its standard input): (success, output).
+fn promtool_check_metrics(body: &str) -> (bool, String) {
+    use std::io::Write;
+    need(PROMTOOL, "prometheus");
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {PROMTOOL}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(body.as_bytes()).expect("write to promtool");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `promtool check metrics` accepts `body` and reports nothing at all.
+fn check_metrics_clean(body: &str, what: &str) {
+    assert!(body.lines().count() > 20, "{what}: {body}");
+    let (ok, out) = promtool_check_metrics(body);
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics on {what}:\n{out}\n{body}"
+    );
+}
+
 /// The whole chain on one Prometheus: (a) the pushed values arrive unchanged, (c) scrape
-/// mode gives the same series, the rules load and record, (b) every dashboard query
-/// returns data, and (a) after SIGTERM the series go stale.
+/// mode gives the same series, the rules load and record, (b) every job dashboard query
+/// returns data, (e) with both jobs running every site dashboard query returns data and
+/// its table has one row per job, (f) the Pushgateway's and the scrape-mode agent's bodies
+/// pass `promtool check metrics` and scrape mode sends the text format's Content-Type, and
+/// (a) after SIGTERM the series go stale.
 #[test]
 fn prometheus_end_to_end() {
     let started = Instant::now();
@@ -792,29 +1255,8 @@ fn prometheus_end_to_end() {
             .unwrap_or_else(|| panic!("unexpected variable {name}"));
         assert_eq!(got, want, "variable {name}: {q}");
     }
-    let mut queries = 0;
-    for p in all_panels(&d) {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            let expr = t["expr"].as_str().expect("target expr");
-            let q = substitute(expr, &vars);
-            let what = format!("panel {:?} query {q}", p["title"]);
-            if t["instant"] == true {
-                eventually(Duration::from_secs(30), &what, || match prom.query(&q)? {
-                    s if s.is_empty() => Err("no data".into()),
-                    s => Ok(s),
-                });
-            } else {
-                eventually(Duration::from_secs(30), &what, || {
-                    match prom.query_range(&q)? {
-                        (0, _) => Err("no series".into()),
-                        (n, points) => Ok((n, points)),
-                    }
-                });
-            }
-            queries += 1;
-        }
-    }
-    eprintln!("{queries} dashboard queries returned data");
+    let queries = check_panels_return_data(&prom, &d, &vars);
+    eprintln!("{queries} job dashboard queries returned data");
     // The per-locale panels see each locale: one memory series per locale.
     vars.insert("locale", "(0|2)");
     let two = prom
@@ -851,6 +1293,99 @@ fn prometheus_end_to_end() {
         doc_queries += 1;
     }
     assert!(doc_queries >= 10, "{doc_queries} queries in the docs");
+
+    // (e) The site dashboard with both jobs running (4242 through the Pushgateway, 4243
+    // scraped): its variable finds the cluster, every panel query returns data, the stats
+    // and top lists count exactly the two jobs, and the table (its queries merged as
+    // Grafana's `merge` transformation does) has exactly one row per job, with the job's
+    // values; each row's link opens the job dashboard on a job its variables find.
+    let site = load_dashboard(SITE_DASHBOARD);
+    for v in site["templating"]["list"]
+        .as_array()
+        .expect("templating.list")
+    {
+        if v["type"] != "query" {
+            continue;
+        }
+        let q = v["query"]["query"].as_str().unwrap_or_default();
+        let (sel, label) = label_values_query(&substitute(q, &vars));
+        let got = prom.label_values(&label, &sel).expect("label values");
+        assert_eq!(got, ["c1"], "site variable {}: {q}", v["name"]);
+    }
+    let queries = check_panels_return_data(&prom, &site, &vars);
+    eprintln!("{queries} site dashboard queries returned data");
+    check_site_stats(&prom, &site, &vars);
+    check_site_top_lists(&prom, &site, &vars);
+    let t = Instant::now();
+    let rows = check_site_table(&prom, &site, &vars);
+    eprintln!("site table: one row per job after {:?}", t.elapsed());
+    let job_dashboard = dashboard();
+    let table = site_panel(&site, "table");
+    let url = panel_link_urls(table)
+        .pop()
+        .expect("the site table has a link");
+    for row in &rows {
+        let (path, params) = split_url(&fill_link(&url, row, &vars));
+        assert!(path.starts_with("/d/arkouda-job/"), "{path}");
+        let job = &row["slurm_job_id"];
+        assert_eq!(params.get("var-job_id"), Some(job), "{url} for {row:?}");
+        assert_eq!(params.get("var-cluster").map(String::as_str), Some("c1"));
+        // The job dashboard, opened with these values, lists the job in its variable.
+        let job_var = job_dashboard["templating"]["list"]
+            .as_array()
+            .and_then(|l| l.iter().find(|v| v["name"] == "job_id"))
+            .expect("job dashboard's job_id variable");
+        let q = job_var["query"]["query"].as_str().expect("job_id query");
+        let link_vars = BTreeMap::from([("cluster", params["var-cluster"].as_str())]);
+        let (sel, label) = label_values_query(&substitute(q, &link_vars));
+        let ids = prom.label_values(&label, &sel).expect("label values");
+        assert!(
+            ids.contains(job),
+            "job dashboard's job ids {ids:?} lack {job}"
+        );
+    }
+
+    // (f) What reaches Prometheus passes `promtool check metrics` with no finding: the
+    // Pushgateway's whole /metrics (job 4242's group and its own metrics), and the
+    // scrape-mode agent's /metrics, served with the text format's exact Content-Type.
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    let pushed = http
+        .get(format!("{}/metrics", pg.url))
+        .send()
+        .and_then(|r| r.text())
+        .expect("GET the Pushgateway's /metrics");
+    assert!(
+        pushed.contains(
+            "\narkouda_up{cluster=\"c1\",instance=\"\",job=\"arkouda\",slurm_job_id=\"4242\"} 1\n"
+        ),
+        "{pushed}"
+    );
+    check_metrics_clean(&pushed, "the Pushgateway's /metrics");
+    let r = http
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .expect("GET the scrape-mode agent's /metrics");
+    assert_eq!(r.status().as_u16(), 200);
+    let ctype: Vec<&str> = r
+        .headers()
+        .get_all(reqwest::header::CONTENT_TYPE)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .collect();
+    assert_eq!(
+        ctype,
+        [TEXT_FORMAT],
+        "Content-Type of scrape mode's /metrics"
+    );
+    let scraped = r.text().expect("body");
+    assert!(
+        scraped.contains("\narkouda_up{job=\"arkouda\",slurm_job_id=\"4243\",cluster=\"c1\"} 1\n"),
+        "{scraped}"
+    );
+    check_metrics_clean(&scraped, "the scrape-mode agent's /metrics");
 
     // (a) SIGTERM: the agent deletes its group and the series go stale.
     let t = Instant::now();
@@ -969,12 +1504,19 @@ fn every_rule_is_unit_tested() {
     }
 }
 
-/// The dashboard is Grafana dashboard JSON: schema version, unique panel ids, a grid
+/// The job dashboard is Grafana dashboard JSON: schema version, unique panel ids, a grid
 /// position for each panel within 24 columns and without overlaps, every panel and target
 /// on the `datasource` variable, and every variable used defined.
 #[test]
 fn dashboard_json_is_valid() {
-    let d = dashboard();
+    let d = check_dashboard(DASHBOARD, &["datasource", "cluster", "job_id", "locale"]);
+    assert_eq!(d["uid"], "arkouda-job");
+}
+
+/// The checks of `dashboard_json_is_valid` on the dashboard at `path`, which must define
+/// the variables `want_vars`; returns the dashboard.
+fn check_dashboard(path: &str, want_vars: &[&str]) -> Value {
+    let d = load_dashboard(path);
     assert!(
         d["schemaVersion"].as_i64().is_some_and(|v| v >= 36),
         "schemaVersion: {}",
@@ -989,8 +1531,8 @@ fn dashboard_json_is_valid() {
     let names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
     let unique: BTreeSet<&&str> = names.iter().collect();
     assert_eq!(unique.len(), names.len(), "duplicate variables: {names:?}");
-    for want in ["datasource", "cluster", "job_id", "locale"] {
-        assert!(names.contains(&want), "no variable {want}: {names:?}");
+    for want in want_vars {
+        assert!(names.contains(want), "no variable {want}: {names:?}");
     }
     let ds_var = vars
         .iter()
@@ -1057,22 +1599,27 @@ fn dashboard_json_is_valid() {
         }
     }
 
-    // Every variable referenced anywhere in the dashboard is defined or built in.
-    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    // Every variable referenced anywhere in the dashboard is defined or built in; the
+    // data-link variables only in links.
+    fn strings<'a>(v: &'a Value, in_link: bool, out: &mut Vec<(&'a str, bool)>) {
         match v {
-            Value::String(s) => out.push(s),
-            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
-            Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            Value::String(s) => out.push((s, in_link)),
+            Value::Array(a) => a.iter().for_each(|v| strings(v, in_link, out)),
+            Value::Object(o) => o
+                .iter()
+                .for_each(|(k, v)| strings(v, in_link || k == "links", out)),
             _ => {}
         }
     }
     let mut all = Vec::new();
-    strings(&d, &mut all);
+    strings(&d, false, &mut all);
     let mut used = BTreeSet::new();
-    for s in all {
+    for (s, in_link) in all {
         for name in variable_refs(s) {
             assert!(
-                names.contains(&name.as_str()) || BUILTINS.contains(&name.as_str()),
+                names.contains(&name.as_str())
+                    || BUILTINS.contains(&name.as_str())
+                    || in_link && LINK_BUILTINS.contains(&name.as_str()),
                 "undefined variable ${name} in {s:?}"
             );
             used.insert(name);
@@ -1081,10 +1628,12 @@ fn dashboard_json_is_valid() {
     for n in &names {
         assert!(used.contains(*n), "variable {n} is never used");
     }
+    d
 }
 
 /// The Grafana provisioning files name a Prometheus data source and a file provider for
-/// the dashboard's directory.
+/// the dashboards' directory, which holds exactly the two dashboards it names, each with
+/// its own uid.
 #[test]
 fn grafana_provisioning_files() {
     let ds = read("config/grafana/provisioning/datasources/prometheus.yml");
@@ -1094,4 +1643,291 @@ fn grafana_provisioning_files() {
     assert!(dash.contains("apiVersion: 1"), "{dash}");
     assert!(dash.contains("type: file"), "{dash}");
     assert!(dash.contains("path: "), "{dash}");
+    let mut files: Vec<String> = std::fs::read_dir(repo("config/grafana/dashboards"))
+        .expect("dashboards directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["arkouda-job.json", "arkouda-site.json"]);
+    let mut uids = BTreeSet::new();
+    for f in &files {
+        assert!(
+            dash.contains(f.as_str()),
+            "the provider's comment does not name {f}"
+        );
+        let d = load_dashboard(&format!("config/grafana/dashboards/{f}"));
+        assert!(
+            uids.insert(d["uid"].to_string()),
+            "{f}: uid {} twice",
+            d["uid"]
+        );
+    }
+    let cargo = read("Cargo.toml");
+    for f in &files {
+        assert!(
+            cargo.contains(&format!(
+                "[\"config/grafana/dashboards/{f}\", \"usr/share/doc/arkouda-push-agent/examples/grafana/\", \"644\"]"
+            )),
+            "the Debian package does not ship {f}"
+        );
+    }
+}
+
+/// The site dashboard: valid as the job dashboard is, uid `arkouda-site`, the job table
+/// merged from instant table queries, and every per-job panel links to the job
+/// dashboard's uid with its `job_id` and `cluster` (and data source) variables, which the
+/// job dashboard defines; the dashboard's own link goes there too.
+#[test]
+fn site_dashboard_json_is_valid() {
+    let site = check_dashboard(SITE_DASHBOARD, &["datasource", "cluster"]);
+    let job = dashboard();
+    assert_eq!(site["uid"], "arkouda-site");
+    let job_uid = job["uid"].as_str().expect("job dashboard uid");
+    assert_ne!(site["uid"], job["uid"]);
+    let job_vars: BTreeSet<String> = job["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str().map(|n| format!("var-{n}")))
+        .collect();
+
+    let table = site_panel(&site, "table");
+    assert!(
+        table["targets"].as_array().is_some_and(|t| t.len() >= 8),
+        "{}",
+        table["targets"]
+    );
+    let vars = BTreeMap::from([("datasource", "prometheus")]);
+    let fields = labels(&[("slurm_job_id", "4242"), ("cluster", "c1")]);
+    let mut linked = 0;
+    for p in all_panels(&site) {
+        let urls = panel_link_urls(p);
+        let per_job =
+            ["table", "bargauge", "timeseries"].contains(&p["type"].as_str().unwrap_or(""));
+        assert_eq!(
+            !urls.is_empty(),
+            per_job,
+            "panel {:?}: links {urls:?}",
+            p["title"]
+        );
+        for url in urls {
+            let field = if p["type"] == "table" {
+                "__data.fields"
+            } else {
+                "__field.labels"
+            };
+            for v in ["slurm_job_id", "cluster"] {
+                assert!(url.contains(&format!("${{{field}.{v}}}")), "{url}");
+            }
+            let (path, params) = split_url(&fill_link(&url, &fields, &vars));
+            assert!(path.starts_with(&format!("/d/{job_uid}/")), "{url}");
+            assert_eq!(params["var-job_id"], "4242", "{url}");
+            assert_eq!(params["var-cluster"], "c1", "{url}");
+            assert_eq!(params["var-datasource"], "prometheus", "{url}");
+            assert_eq!((&params["from"][..], &params["to"][..]), ("now-1h", "now"));
+            for k in params.keys().filter(|k| k.starts_with("var-")) {
+                assert!(job_vars.contains(k), "{url}: the job dashboard has no {k}");
+            }
+            linked += 1;
+        }
+    }
+    assert!(linked >= 6, "{linked} links");
+    let top: Vec<&Value> = site["links"].as_array().into_iter().flatten().collect();
+    assert!(
+        top.iter()
+            .any(|l| l["url"].as_str() == Some(&format!("/d/{job_uid}/arkouda-job"))),
+        "dashboard links: {top:?}"
+    );
+}
+
+/// Every expression of the rules file: the one-line `expr:` values and the `expr: |`
+/// blocks; as many as there are rules.
+fn rule_exprs() -> Vec<String> {
+    let text = read(RULES_YML);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let indent = line.len() - line.trim_start().len();
+        if let Some(v) = line.trim_start().strip_prefix("expr:") {
+            let v = v.trim();
+            if v == "|" || v == "|-" || v == ">-" {
+                let mut block = Vec::new();
+                while i + 1 < lines.len() {
+                    let next = lines[i + 1];
+                    if !next.trim().is_empty() && next.len() - next.trim_start().len() <= indent {
+                        break;
+                    }
+                    block.push(next.trim());
+                    i += 1;
+                }
+                out.push(block.join("\n").trim().to_string());
+            } else {
+                out.push(v.to_string());
+            }
+        }
+        i += 1;
+    }
+    let (records, alerts) = rule_names();
+    assert_eq!(out.len(), records.len() + alerts.len(), "{out:?}");
+    out
+}
+
+/// Every expression of a dashboard, variables filled in: panel queries and the selectors
+/// of `label_values` variable queries. (What, expression.)
+fn dashboard_exprs(d: &Value, vars: &BTreeMap<&str, &str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in all_panels(d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("expr");
+            out.push((format!("panel {}", p["title"]), substitute(expr, vars)));
+        }
+    }
+    for v in d["templating"]["list"].as_array().into_iter().flatten() {
+        if v["type"] == "query" {
+            let q = v["query"]["query"].as_str().expect("variable query");
+            let (sel, _) = label_values_query(&substitute(q, vars));
+            out.push((format!("variable {}", v["name"]), sel));
+        }
+    }
+    out
+}
+
+/// The indented query lines of a section of a Markdown document.
+fn doc_queries(path: &str, heading: &str) -> Vec<String> {
+    let doc = read(path);
+    let section = doc
+        .split(heading)
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap_or_else(|| panic!("{path}: no section {heading:?}"));
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every PromQL expression shipped parses with a PromQL parser (promql-parser): both
+/// dashboards' queries and variable selectors (Grafana's variables replaced by plausible
+/// values first), every rule of arkouda.rules.yml, and the queries the docs offer. The
+/// parser rejects what Prometheus rejects: an unfilled `$__rate_interval` range, a missing
+/// parenthesis, an unknown function.
+#[test]
+fn promql_expressions_parse() {
+    let vars: BTreeMap<&str, &str> = BTreeMap::from([
+        ("datasource", "prometheus"),
+        ("cluster", "(c1|c2)"),
+        ("job_id", "4242"),
+        ("locale", "(0|1|2)"),
+        ("__rate_interval", "1m"),
+        ("__interval", "15s"),
+        ("__interval_ms", "15000"),
+        ("__range", "1h"),
+        ("__range_s", "3600"),
+        ("__range_ms", "3600000"),
+        ("__from", "1700000000000"),
+        ("__to", "1700003600000"),
+    ]);
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for path in [DASHBOARD, SITE_DASHBOARD] {
+        let d = load_dashboard(path);
+        let found = dashboard_exprs(&d, &vars);
+        assert!(found.len() >= 10, "{path}: {found:?}");
+        exprs.extend(found.into_iter().map(|(w, e)| (format!("{path}: {w}"), e)));
+    }
+    exprs.extend(rule_exprs().into_iter().map(|e| (RULES_YML.to_string(), e)));
+    for (path, heading) in [
+        ("docs/monitoring.md", "## Queries users ask for most"),
+        ("docs/metrics.md", "## Example queries"),
+    ] {
+        let found = doc_queries(path, heading);
+        assert!(found.len() >= 5, "{path}: {found:?}");
+        exprs.extend(found.into_iter().map(|e| (path.to_string(), e)));
+    }
+    let mut bad = Vec::new();
+    for (what, e) in &exprs {
+        if let Err(err) = promql_parser::parser::parse(e) {
+            bad.push(format!("{what}: {e}\n  {err}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "PromQL that does not parse:\n{}",
+        bad.join("\n")
+    );
+    eprintln!("{} PromQL expressions parsed", exprs.len());
+
+    // The parser is no rubber stamp.
+    for wrong in [
+        "increase(arkouda_agent_poll_errors_total[$__rate_interval])",
+        "sum by (cluster (arkouda_up)",
+        "sum(rate(arkouda_requests_total[5m])",
+        "arkouda_up{cluster=~\"c1\"",
+        "rate_of(arkouda_requests_total[5m])",
+        "rate(arkouda_up)",
+    ] {
+        assert!(
+            promql_parser::parser::parse(wrong).is_err(),
+            "the parser accepted {wrong}"
+        );
+    }
+}
+
+/// What the agent pushes (`once --dry-run` prints the body of its PUT), with the default
+/// and the legacy names and command names that stress the text format, passes
+/// `promtool check metrics` with no finding; a counter without `_total` would not.
+#[test]
+fn pushed_body_passes_promtool_check_metrics() {
+    let sim = Sim::start(&[
+        "--locales",
+        "2",
+        "--release",
+        RELEASE,
+        "--users",
+        USERS,
+        "--weird-names",
+    ]);
+    let endpoint = sim.endpoint();
+    let dir = TempDir::new("dryrun");
+    let lock_dir = dir.0.display().to_string();
+    for extra in [&[][..], &["--legacy-names"][..]] {
+        let args = [
+            &[
+                "once",
+                "--dry-run",
+                "--arkouda",
+                &endpoint,
+                "--job-id",
+                "4244",
+                "--cluster",
+                "c1",
+                "--job-user",
+                "alice",
+                "--partition",
+                "debug",
+                "--lock-dir",
+                &lock_dir,
+            ][..],
+            extra,
+        ]
+        .concat();
+        let (code, body, err) = run_agent(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(body.contains("\narkouda_up 1\n"), "{body}");
+        assert!(body.contains("new\\nline"), "weird names: {body}");
+        check_metrics_clean(&body, &format!("once --dry-run {extra:?}"));
+        if extra.is_empty() {
+            let wrong = body.replace(
+                "arkouda_agent_poll_errors_total",
+                "arkouda_agent_poll_errors",
+            );
+            let (ok, out) = promtool_check_metrics(&wrong);
+            assert!(
+                !ok && out.contains("counter metrics should have \"_total\" suffix"),
+                "{out}"
+            );
+        }
+    }
 }
