@@ -229,6 +229,9 @@ pub struct Common {
     /// Append the log to this file instead of standard error.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<String>,
+    /// run: at exit, write the job's summary as JSON to PATH (%j: the job id).
+    #[arg(long, value_name = "PATH")]
+    pub summary_file: Option<String>,
     /// run: detach; return once the agent runs on its own (for a Slurm Prolog).
     #[arg(long)]
     pub daemonize: bool,
@@ -321,6 +324,7 @@ impl Common {
         f.set("legacy_names", c.legacy_names.then(|| "true".to_string()));
         f.set("log_level", c.log_level);
         f.set("log_file", c.log_file);
+        f.set("summary_file", c.summary_file);
         f.set("listen", c.listen);
         f.set("no_push", c.no_push.then(|| "true".to_string()));
         f.set("daemonize", c.daemonize.then(|| "true".to_string()));

@@ -176,6 +176,8 @@ pub static KEYS: &[KeyDef] = &[
         "run: also serve the latest poll at GET /metrics (and GET /healthz) on this address, e.g. 0.0.0.0:9808 (scrape mode)."),
     key("no_push", Kind::Bool, Some("false"), &[], "run: push nothing to a Pushgateway (scrape mode or remote write only; needs listen or remote_write)."),
     key("log_file", Kind::Path, None, &[], "Append the log to this file instead of standard error."),
+    key("summary_file", Kind::Path, None, &[],
+        "run: at exit, write the job's summary as JSON to this path (%j: the job id), atomically; a failure is logged and never changes the exit code."),
     key("daemonize", Kind::Bool, Some("false"), &[],
         "run: detach from the caller; return only once the agent is running on its own."),
     key("pid_file", Kind::Path, None, &[], "run: write the agent's pid here; removed at exit."),
@@ -562,6 +564,8 @@ pub struct Settings {
     pub legacy_names: bool,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
+    /// run: where the job summary goes at exit (`%j`: the job id).
+    pub summary_file: Option<PathBuf>,
     pub listen: Option<String>,
     pub no_push: bool,
     pub daemonize: bool,
@@ -1169,24 +1173,15 @@ impl Settings {
             Duration::from_millis(100),
             Duration::from_secs(24 * 3600),
         )?;
-        // The sinks are what is configured, no implicit Pushgateway: none at all is a
-        // mistake, named with the keys that would fix it.
         let listen = r.listen()?;
         let no_push = r.bool("no_push")?;
         let remote_write = r.remote_write()?;
-        if listen.is_none() && remote_write.urls.is_empty() {
-            if no_push {
-                return Err(r.invalid(
-                    "no_push",
-                    "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
-                ));
-            }
-            if pushgateway.is_empty() {
-                return Err(ConfigError::Missing {
-                    key: "pushgateway".to_string(),
-                    hint: "the metrics would go nowhere: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL), `remote_write` or `listen`".to_string(),
-                });
-            }
+        // `no_push` with nothing else is a contradiction whatever the command.
+        if no_push && listen.is_none() && remote_write.urls.is_empty() {
+            return Err(r.invalid(
+                "no_push",
+                "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
+            ));
         }
         Ok(Settings {
             server,
@@ -1233,6 +1228,7 @@ impl Settings {
             legacy_names: r.bool("legacy_names")?,
             log_level,
             log_file: r.path("log_file")?,
+            summary_file: r.path("summary_file")?,
             listen,
             no_push,
             remote_write,
@@ -1277,6 +1273,7 @@ impl Settings {
             &mut self.pushgateway_ca_file,
             &mut self.remote_write.ca_file,
             &mut self.log_file,
+            &mut self.summary_file,
             &mut self.pid_file,
             &mut self.lock_dir,
         ]
@@ -1285,6 +1282,19 @@ impl Settings {
         {
             abs(p);
         }
+    }
+
+    /// At least one sink, which `run` and `once` need: no implicit Pushgateway, the sinks
+    /// are what is configured, and none at all is a mistake named with the keys to fix it.
+    pub fn require_sink(&self) -> Result<(), ConfigError> {
+        if self.pushgateway.is_empty() && self.remote_write.urls.is_empty() && self.listen.is_none()
+        {
+            return Err(ConfigError::Missing {
+                key: "pushgateway".to_string(),
+                hint: "the metrics would go nowhere: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL), `remote_write` or `listen`".to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
@@ -1383,7 +1393,8 @@ mod tests {
         let only = |pairs: &[(&'static str, &str)]| {
             Settings::from_resolved(&resolve(&flags(pairs), &env(&[])).unwrap())
         };
-        let err = only(&[]).unwrap_err().to_string();
+        let none = only(&[]).unwrap();
+        let err = none.require_sink().unwrap_err().to_string();
         assert_eq!(err, "missing `pushgateway`: the metrics would go nowhere: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL), `remote_write` or `listen`");
         let err = only(&[("pushgateway", "http://p:9091"), ("no_push", "true")])
             .unwrap_err()
@@ -1391,9 +1402,11 @@ mod tests {
         assert!(err.starts_with("invalid value for `no_push` = \"true\" (from flag --no-push): with no_push and neither"), "{err}");
         let rw = only(&[("remote_write", "http://vm:8428/api/v1/write")]).unwrap();
         assert!(rw.pushgateway.is_empty());
+        assert!(rw.require_sink().is_ok());
         assert!(rw.require_pushgateway().is_err());
         let listen = only(&[("listen", "127.0.0.1:9808")]).unwrap();
         assert!(listen.pushgateway.is_empty());
+        assert!(listen.require_sink().is_ok());
         let pgw = only(&[("pushgateway", "http://p:9091")]).unwrap();
         assert_eq!(
             pgw.require_pushgateway().unwrap(),

@@ -27,6 +27,7 @@ pub mod secret;
 pub mod signals;
 pub mod sinks;
 pub mod slurm;
+pub mod summary;
 pub mod sweep;
 pub mod text;
 pub mod translate;

@@ -21,6 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session};
 use crate::config::{Resolved, ServerLocation, Settings};
 use crate::sinks::{self, Counters, Cycle, Running, Sink};
+use crate::summary::Summary;
 use crate::translate::{self, AgentStats};
 use crate::VERSION;
 
@@ -75,6 +76,8 @@ pub struct Poller {
     session: Option<Session>,
     server: ServerState,
     reported_unknown: HashSet<String>,
+    /// The job summary, kept when `summary_file` is set.
+    summary: Option<Summary>,
 }
 
 impl Poller {
@@ -94,9 +97,33 @@ impl Poller {
             },
             counters,
             session: Some(session(&settings)),
+            summary: settings.summary_file.as_ref().map(|_| {
+                Summary::new(
+                    settings.job_id.as_deref().unwrap_or_default(),
+                    settings.cluster.as_deref(),
+                    SystemTime::now(),
+                )
+            }),
             settings,
             server: ServerState::Unknown,
             reported_unknown: HashSet::new(),
+        }
+    }
+
+    /// Writes the job summary, if `summary_file` is set. A failure is logged, never fatal.
+    pub fn write_summary(&self) {
+        let (Some(summary), Some(template)) = (&self.summary, &self.settings.summary_file) else {
+            return;
+        };
+        let path = crate::summary::path_for(
+            template,
+            self.settings.job_id.as_deref().unwrap_or_default(),
+        );
+        match summary.write(&path, SystemTime::now()) {
+            Ok(()) => tracing::info!(path = %path.display(), "job summary written"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the job summary (the exit code is not affected)")
+            }
         }
     }
 
@@ -174,6 +201,12 @@ impl Poller {
             Ok(p) => (Some(p.records.records.as_slice()), p.server_info.as_deref()),
             Err(_) => (None, None),
         };
+        if let Some(s) = &mut self.summary {
+            match records {
+                Some(r) => s.observe(r, info),
+                None => s.failed(),
+            }
+        }
         // The cardinality budget (off by default): admit this cycle's new values, fold the rest.
         let budget = self.settings.budget;
         let budgeted = records.map(|r| {
@@ -284,6 +317,7 @@ pub async fn run(
     }
     let deadline = Instant::now() + shutdown_timeout;
     let ended = futures_util::future::join_all(running.into_iter().map(|r| r.end(deadline))).await;
+    poller.write_summary();
     if ended.iter().all(|ok| *ok) {
         tracing::info!("every sink ended; exiting");
         Ok(())

@@ -36,6 +36,12 @@ fn load(cli: &Cli, env: &BTreeMap<String, String>) -> Result<(Settings, Resolved
     ) {
         settings.require_job_id()?;
     }
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Once { dry_run: false, .. }
+    ) {
+        settings.require_sink()?;
+    }
     if matches!(cli.command, Command::Delete(_) | Command::Sweep { .. }) {
         settings.require_pushgateway()?;
     }

@@ -671,3 +671,108 @@ fn a_stalled_pushgateway_holds_up_neither_the_poll_nor_scrape_mode() {
     agent.signal("TERM");
     agent.wait_exit(Duration::from_secs(15));
 }
+
+/// `summary_file`: at exit the agent writes the job's summary, exactly the contract's
+/// fields, with the simulator's numbers; `%j` is the job id. A summary that cannot be
+/// written is logged and leaves the exit code 0.
+#[test]
+fn the_job_summary_is_written_at_exit() {
+    let pg = Pushgateway::start();
+    let sim = Sim::start(&["--locales", "2", "--release", "2024.04.19"]);
+    let dir = TempDir::new("summary");
+    let template = dir.path("job-%j.json");
+    let mut agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "5150",
+        "--cluster",
+        "c9",
+        "--interval",
+        "200ms",
+        "--summary-file",
+        template.to_str().unwrap(),
+    ]);
+    // Three polls at least (tick 3: `create` counts 6).
+    pg.wait_group("5150", "three polls", |g| {
+        g.value("arkouda_requests_total", &[("command", "create")])
+            .is_some_and(|v| v >= 6.0)
+    });
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let path = dir.path("job-5150.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = vec![
+        "job_id",
+        "cluster",
+        "started",
+        "ended",
+        "duration_seconds",
+        "polls",
+        "failed_polls",
+        "server",
+        "requests",
+        "errors",
+        "peak_memory_bytes",
+    ];
+    want.sort_unstable();
+    let mut got = keys.clone();
+    got.sort_unstable();
+    assert_eq!(got, want, "{v}");
+    assert_eq!(v["job_id"], "5150");
+    assert_eq!(v["cluster"], "c9");
+    assert_eq!(v["server"]["version"], "v2024.04.19");
+    assert_eq!(v["server"]["locales"], 2);
+    let polls = v["polls"].as_u64().unwrap();
+    assert!(polls >= 3, "{v}");
+    assert_eq!(v["failed_polls"], 0);
+    // Tick k = polls: create 2k for one user, memory k × 1e8 on every locale.
+    assert_eq!(v["requests"]["create"].as_u64(), Some(2 * polls), "{v}");
+    assert_eq!(v["requests"]["sum"].as_u64(), Some(polls), "{v}");
+    assert_eq!(
+        v["peak_memory_bytes"]["1"].as_u64(),
+        Some(polls * 100_000_000),
+        "{v}"
+    );
+    let started = v["started"].as_str().unwrap();
+    assert!(started.ends_with('Z') && started.len() == 20, "{started}");
+    assert!(v["duration_seconds"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["errors"], serde_json::json!({"all": 0}), "{v}");
+    // Only the summary in the directory: no temporary file left.
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("5150") || n.ends_with(".tmp"))
+        .collect();
+    assert_eq!(names, vec!["job-5150.json".to_string()]);
+
+    // A directory that does not exist: logged, exit 0.
+    let mut agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "5151",
+        "--interval",
+        "200ms",
+        "--summary-file",
+        "/nonexistent/dir/%j.json",
+    ]);
+    pg.wait_group("5151", "a push", |_| true);
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(
+        agent
+            .log_text()
+            .contains("cannot write the job summary (the exit code is not affected)"),
+        "{}",
+        agent.log_text()
+    );
+}
