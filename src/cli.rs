@@ -50,6 +50,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the job's dashboard link (dashboard_url with {job_id} and {cluster} filled in),
+    /// or nothing when no dashboard_url is set: what arkouda-srun shows its user.
+    DashboardUrl(Common),
     /// Slurm hooks, run as root by slurm/prolog.sh, epilog.sh and epilog-slurmctld.sh:
     /// decide from the job's SLURM_* variables and the [slurm] settings, then act.
     #[command(subcommand)]
@@ -86,7 +89,9 @@ impl SlurmHook {
 impl Command {
     pub fn common(&self) -> &Common {
         match self {
-            Command::Run(c) | Command::Delete(c) | Command::Check(c) => c,
+            Command::Run(c) | Command::Delete(c) | Command::Check(c) | Command::DashboardUrl(c) => {
+                c
+            }
             Command::Slurm(hook) => hook.common(),
             Command::Once { common, .. } => common,
             Command::Sweep { common, .. } => common,
@@ -229,6 +234,9 @@ pub struct Common {
     /// Append the log to this file instead of standard error.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<String>,
+    /// The job dashboard's URL, {job_id} and {cluster} filled in per job.
+    #[arg(long, value_name = "URL")]
+    pub dashboard_url: Option<String>,
     /// run: at exit, write the job's summary as JSON to PATH (%j: the job id).
     #[arg(long, value_name = "PATH")]
     pub summary_file: Option<String>,
@@ -324,6 +332,7 @@ impl Common {
         f.set("legacy_names", c.legacy_names.then(|| "true".to_string()));
         f.set("log_level", c.log_level);
         f.set("log_file", c.log_file);
+        f.set("dashboard_url", c.dashboard_url);
         f.set("summary_file", c.summary_file);
         f.set("listen", c.listen);
         f.set("no_push", c.no_push.then(|| "true".to_string()));

@@ -176,6 +176,8 @@ pub static KEYS: &[KeyDef] = &[
         "run: also serve the latest poll at GET /metrics (and GET /healthz) on this address, e.g. 0.0.0.0:9808 (scrape mode)."),
     key("no_push", Kind::Bool, Some("false"), &[], "run: push nothing to a Pushgateway (scrape mode or remote write only; needs listen or remote_write)."),
     key("log_file", Kind::Path, None, &[], "Append the log to this file instead of standard error."),
+    key("dashboard_url", Kind::Str, None, &[],
+        "The job dashboard's URL, with {job_id} and {cluster} filled in per job (URL-encoded): arkouda-srun and the TaskProlog show it to the job's user."),
     key("summary_file", Kind::Path, None, &[],
         "run: at exit, write the job's summary as JSON to this path (%j: the job id), atomically; a failure is logged and never changes the exit code."),
     key("daemonize", Kind::Bool, Some("false"), &[],
@@ -566,6 +568,8 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     /// run: where the job summary goes at exit (`%j`: the job id).
     pub summary_file: Option<PathBuf>,
+    /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
+    pub dashboard_url: Option<String>,
     pub listen: Option<String>,
     pub no_push: bool,
     pub daemonize: bool,
@@ -746,6 +750,26 @@ impl Reader<'_> {
             return Err(self.invalid(key, expected()));
         }
         Ok(d)
+    }
+
+    fn dashboard_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(url) = self.nonempty("dashboard_url")? else {
+            return Ok(None);
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(self.invalid("dashboard_url", "expected an http:// or https:// URL"));
+        }
+        let unknown = url
+            .match_indices('{')
+            .filter_map(|(i, _)| url[i..].find('}').map(|j| &url[i..=i + j]))
+            .find(|p| *p != "{job_id}" && *p != "{cluster}");
+        if let Some(p) = unknown {
+            return Err(self.invalid(
+                "dashboard_url",
+                format!("unknown placeholder {p}: use {{job_id}} and {{cluster}}"),
+            ));
+        }
+        Ok(Some(url))
     }
 
     fn listen(&self) -> Result<Option<String>, ConfigError> {
@@ -1229,6 +1253,7 @@ impl Settings {
             log_level,
             log_file: r.path("log_file")?,
             summary_file: r.path("summary_file")?,
+            dashboard_url: r.dashboard_url()?,
             listen,
             no_push,
             remote_write,
@@ -1295,6 +1320,20 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// The job's dashboard link: `dashboard_url` with `{job_id}` and `{cluster}` filled in
+    /// (URL-encoded; an unknown cluster is empty). None without `dashboard_url`.
+    pub fn dashboard_link(&self, job_id: &str) -> Option<String> {
+        let enc = |v: &str| {
+            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        self.dashboard_url.as_ref().map(|t| {
+            t.replace("{job_id}", &enc(job_id)).replace(
+                "{cluster}",
+                &enc(self.cluster.as_deref().unwrap_or_default()),
+            )
+        })
     }
 
     /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
@@ -1407,6 +1446,29 @@ mod tests {
         let listen = only(&[("listen", "127.0.0.1:9808")]).unwrap();
         assert!(listen.pushgateway.is_empty());
         assert!(listen.require_sink().is_ok());
+        let dash = only(&[
+            ("pushgateway", "http://p:9091"),
+            (
+                "dashboard_url",
+                "https://grafana.example/d/arkouda-job?var-job_id={job_id}&var-cluster={cluster}",
+            ),
+            ("cluster", "c 1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            dash.dashboard_link("42").unwrap(),
+            "https://grafana.example/d/arkouda-job?var-job_id=42&var-cluster=c%201"
+        );
+        let err = only(&[
+            ("pushgateway", "http://p:9091"),
+            ("dashboard_url", "https://g/{jobid}"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("unknown placeholder {jobid}: use {job_id} and {cluster}"),
+            "{err}"
+        );
         let pgw = only(&[("pushgateway", "http://p:9091")]).unwrap();
         assert_eq!(
             pgw.require_pushgateway().unwrap(),

@@ -32,7 +32,10 @@ fn load(cli: &Cli, env: &BTreeMap<String, String>) -> Result<(Settings, Resolved
     }
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Once { dry_run: false, .. } | Command::Delete(_)
+        Command::Run(_)
+            | Command::Once { dry_run: false, .. }
+            | Command::Delete(_)
+            | Command::DashboardUrl(_)
     ) {
         settings.require_job_id()?;
     }
@@ -250,6 +253,12 @@ fn main() -> ExitCode {
                     Ok(false) => ExitCode::FAILURE,
                     Err(e) => fail(&e),
                 }
+            }
+            (Command::DashboardUrl(_), _) => {
+                if let Some(url) = settings.dashboard_link(&job_id) {
+                    arkouda_push_agent::outln!("{url}");
+                }
+                ExitCode::SUCCESS
             }
             (Command::Delete(_), _) => match groups::delete_job(&settings).await {
                 Ok(_) => ExitCode::SUCCESS,

@@ -776,3 +776,41 @@ fn the_job_summary_is_written_at_exit() {
         agent.log_text()
     );
 }
+
+/// `dashboard_url`: arkouda-srun tells its user where the job's dashboard is, with the
+/// job id and cluster filled in, when the agent starts; `dashboard-url` prints the link.
+#[test]
+fn arkouda_srun_prints_the_dashboard_link() {
+    let pg = Pushgateway::start();
+    let dir = TempDir::new("dashboard");
+    let conf = dir.path("config.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pushgateway = \"{}\"\ncluster = \"c1\"\ndashboard_url = \"https://grafana.example/d/arkouda-job?var-job_id={{job_id}}&var-cluster={{cluster}}\"\n",
+            pg.url
+        ),
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/slurm/arkouda-srun"))
+            .arg("0.5")
+            .env("SLURM_JOB_ID", "777")
+            .env("ARKOUDA_SERVER", "/bin/sleep")
+            .env("ARKOUDA_PUSH_AGENT_BIN", AGENT)
+            .env("ARKOUDA_PUSH_AGENT_CONFIG", &conf)
+            .env("ARKOUDA_PUSH_AGENT_LOCK_DIR", dir.0.to_str().unwrap())
+            .env("TMPDIR", dir.0.to_str().unwrap())
+            .output()
+            .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines().any(|l| l
+            == "arkouda-srun: dashboard: https://grafana.example/d/arkouda-job?var-job_id=777&var-cluster=c1"),
+        "{err}"
+    );
+    // Without dashboard_url: nothing printed, exit 0.
+    let (code, out, err) = run_agent(&["dashboard-url", "--job-id", "1", "--pushgateway", &pg.url]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+}
