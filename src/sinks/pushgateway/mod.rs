@@ -601,8 +601,18 @@ mod tests {
 
     #[test]
     fn shard_is_stable_and_spreads() {
-        // Fixed values: a change here moves every running job to another Pushgateway.
-        assert_eq!(shard("4242", 3), shard("4242", 3));
+        // Pinned values (FNV-1a 64 of the job id, computed outside this code): a change here
+        // moves every running job to another Pushgateway, and the Slurm backstops of an
+        // older version would look for its group in the wrong place.
+        for (id, n, want) in [
+            ("4242", 3, 2), // 0x317ca9d88928e945
+            ("4242", 7, 3),
+            ("12345", 2, 0),  // 0xe575e8883c0f89f8
+            ("1000_7", 5, 4), // 0x32d3cc1a8fcb58c2
+            ("", 3, 2),       // the offset basis 0xcbf29ce484222325
+        ] {
+            assert_eq!(shard(id, n), want, "{id} over {n}");
+        }
         assert_eq!(shard("", 1), 0);
         assert_eq!(shard("x", 0), 0);
         let mut counts = [0usize; 4];
