@@ -196,6 +196,9 @@ pub struct Common {
     /// Cluster name, added to the grouping key [default: $SLURM_CLUSTER_NAME].
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
+    /// Which run of a requeued job this is [default: $SLURM_RESTART_COUNT, else 0].
+    #[arg(long, value_name = "N")]
+    pub restart_count: Option<String>,
     /// The job's user, for arkouda_job_info [default: $SLURM_JOB_USER].
     #[arg(long, value_name = "NAME")]
     pub job_user: Option<String>,
@@ -238,9 +241,12 @@ pub struct Common {
     /// run: stop, deleting the group, when this process is gone.
     #[arg(long, value_name = "PID")]
     pub watch_pid: Option<String>,
-    /// Directory of the one-agent-per-group lock files [default: /run/lock].
+    /// Directory of the one-agent-per-group locks [default: /run/arkouda-push-agent/locks].
     #[arg(long, value_name = "DIR")]
     pub lock_dir: Option<String>,
+    /// run: record the keys of the groups pushed in this file (for the Slurm Epilog).
+    #[arg(long, value_name = "PATH")]
+    pub keys_file: Option<String>,
     /// Lease of the group: each push carries push time + lease [default: 4 x interval].
     #[arg(long, value_name = "DURATION")]
     pub lease: Option<String>,
@@ -312,6 +318,7 @@ impl Common {
         f.set("job", c.job);
         f.set("job_id", c.job_id);
         f.set("cluster", c.cluster);
+        f.set("restart_count", c.restart_count);
         f.set("job_user", c.job_user);
         f.set("partition", c.partition);
         f.set("labels", c.labels);
@@ -327,6 +334,7 @@ impl Common {
         f.set("pid_file", c.pid_file);
         f.set("watch_pid", c.watch_pid);
         f.set("lock_dir", c.lock_dir);
+        f.set("keys_file", c.keys_file);
         f.set("lease", c.lease);
         f.set("grace", c.grace);
         f.set("no_scheduler", c.no_scheduler.then(|| "true".to_string()));

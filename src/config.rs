@@ -159,6 +159,8 @@ pub static KEYS: &[KeyDef] = &[
     key("job", Kind::Str, Some("arkouda"), &[], "Value of the job grouping label."),
     key("job_id", Kind::Str, None, &["SLURM_JOB_ID"], "The job id: the slurm_job_id grouping label."),
     key("cluster", Kind::Str, None, &["SLURM_CLUSTER_NAME"], "Cluster name; added to the grouping key when set."),
+    key("restart_count", Kind::Int, Some("0"), &["SLURM_RESTART_COUNT"],
+        "Which run of a requeued job this is (Slurm's restart count): from 1 on, the grouping key adds slurm_restart_count, so that one run's cleanup never deletes the next run's group."),
     key("job_user", Kind::Str, None, &["SLURM_JOB_USER"], "The job's user, reported in arkouda_job_info."),
     key("partition", Kind::Str, None, &["SLURM_JOB_PARTITION"], "The job's partition, reported in arkouda_job_info."),
     key("labels", Kind::Labels, None, &[],
@@ -182,7 +184,9 @@ pub static KEYS: &[KeyDef] = &[
     key("watch_pid", Kind::Int, None, &[],
         "run: stop (deleting the group) when this process, e.g. arkouda_server, is gone."),
     key("lock_dir", Kind::Path, None, &[],
-        "Directory of the one-agent-per-group lock files [default: /run/lock, else the temp directory]."),
+        "Directory of the one-agent-per-group locks; used only when no other user can write to it, else a private directory in it [default: /run/arkouda-push-agent/locks when /run/arkouda-push-agent is this user's, else $XDG_RUNTIME_DIR/arkouda-push-agent, else arkouda-push-agent-UID in the temp directory]."),
+    key("keys_file", Kind::Path, None, &[],
+        "run: record here the grouping keys of every group the agent may have pushed (the Slurm Epilog deletes those, without listing the Pushgateway)."),
     // Group leases and `sweep`: what catches a group whose agent and Epilog both failed.
     key("lease", Kind::Duration, None, &[],
         "Lease of the group: every push carries arkouda_agent_lease_expiry_timestamp_seconds = push time + lease [default: 4 x interval]."),
@@ -553,6 +557,8 @@ pub struct Settings {
     pub job: String,
     pub job_id: Option<String>,
     pub cluster: Option<String>,
+    /// Slurm's restart count of the job (0: its first run).
+    pub restart_count: u32,
     pub job_user: Option<String>,
     pub partition: Option<String>,
     pub labels: Vec<(String, String)>,
@@ -568,6 +574,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub watch_pid: Option<i32>,
     pub lock_dir: Option<PathBuf>,
+    /// run: where the agent records its groups' keys for the Slurm Epilog.
+    pub keys_file: Option<PathBuf>,
     /// Every push carries push time + lease (`lease`, default 4 × interval).
     pub lease: Duration,
     /// sweep: how long after its lease expired a group may be deleted when leases decide.
@@ -635,7 +643,13 @@ pub struct RemoteWriteSettings {
 }
 
 /// Labels the agent sets itself; a static label may not take these names.
-pub const RESERVED_LABELS: &[&str] = &["job", "slurm_job_id", "cluster", "locale"];
+pub const RESERVED_LABELS: &[&str] = &[
+    "job",
+    "slurm_job_id",
+    "cluster",
+    "locale",
+    "slurm_restart_count",
+];
 
 /// The auth keys of one HTTP endpoint.
 struct HttpAuth {
@@ -1216,6 +1230,10 @@ impl Settings {
             job,
             job_id,
             cluster: r.nonempty("cluster")?,
+            restart_count: r
+                .integer("restart_count", 0, i128::from(u32::MAX))?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
             job_user: r.nonempty("job_user")?,
             partition: r.nonempty("partition")?,
             labels: r.labels("labels")?,
@@ -1238,6 +1256,7 @@ impl Settings {
                 .integer("watch_pid", 1, i128::from(i32::MAX))?
                 .and_then(|p| i32::try_from(p).ok()),
             lock_dir: r.path("lock_dir")?,
+            keys_file: r.path("keys_file")?,
             lease: r.lease(interval)?,
             grace: r.duration(
                 "grace",
@@ -1275,6 +1294,7 @@ impl Settings {
             &mut self.log_file,
             &mut self.pid_file,
             &mut self.lock_dir,
+            &mut self.keys_file,
         ]
         .into_iter()
         .flatten()

@@ -89,10 +89,7 @@ fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
     let result = (|| -> Result<RunGuards, String> {
         let job_id = settings.require_job_id().map_err(|e| e.to_string())?;
         let group = agent::grouping_key(settings, job_id).path();
-        let dir = settings
-            .lock_dir
-            .clone()
-            .unwrap_or_else(process::default_lock_dir);
+        let dir = process::lock_dir(settings.lock_dir.as_deref()).map_err(|e| e.to_string())?;
         let lock = process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?;
         let pid_file = match &settings.pid_file {
             Some(p) => Some(process::PidFile::write(p).map_err(|e| e.to_string())?),

@@ -564,7 +564,7 @@ fn agent_killed_epilog_backstop(c: &Cluster) {
     let log = c.hook_log(&job.id, "epilog");
     assert!(log.contains("the pid file names no running agent"), "{log}");
     assert!(
-        log.contains("backstop delete done") && log.contains("deleted=1"),
+        log.contains("backstop delete done (by grouping key)"),
         "{log}"
     );
     c.wait_hook_line(&job.id, "epilog-slurmctld", "skipped by the test wrapper");
@@ -585,7 +585,10 @@ fn node_epilog_missing_ctld_backstop(c: &Cluster) {
     assert_eq!(end.rc, Some(0), "{log}");
     assert!(end.ms < 6000, "EpilogSlurmctld took {} ms", end.ms);
     c.pg.wait_gone(&job.id, Duration::from_secs(5));
-    assert!(log.contains("deleted=1"), "{log}");
+    assert!(
+        log.contains("backstop delete done (by grouping key)"),
+        "{log}"
+    );
 }
 
 /// Jobs the site's rule does not select: no agent, nothing pushed, the server never polled.
@@ -1045,10 +1048,20 @@ fn systemd_units_verify_without_output() {
     let dir = unit_dir();
     let template = std::fs::read_to_string(dir.path("arkouda-push-agent@.service")).unwrap();
     assert!(template.contains("EnvironmentFile=/run/arkouda-push-agent/%i.env"));
-    assert!(template.contains("--job-id %i"));
+    // The instance is the run id (`42`, `42.r1`): the job id and run come from the file.
+    assert!(template.contains(
+        "--job-id ${ARKOUDA_PUSH_AGENT_JOB_ID} --restart-count ${ARKOUDA_PUSH_AGENT_RESTART_COUNT}"
+    ));
+    // /run read-only but for the agent's locks and its own keys file.
+    assert!(template.contains("ReadOnlyPaths=/run\n"));
+    assert!(template.contains(
+        "ReadWritePaths=-/run/arkouda-push-agent/locks -/run/arkouda-push-agent/%i.keys\n"
+    ));
+    assert!(!template.contains("/run/lock"));
     // A template is checked as one of its instances.
     for unit in [
         "arkouda-push-agent@4242.service",
+        "arkouda-push-agent@4242.r1.service",
         "arkouda-push-agent.service",
         "arkouda-push-agent-sweep.service",
         "arkouda-push-agent-sweep.timer",

@@ -86,6 +86,9 @@ pub struct Job {
     pub node_name: Option<String>,
     pub work_dir: Option<String>,
     pub cluster: Option<String>,
+    /// Which run of the job this is: `SLURM_RESTART_COUNT` (Slurm 22.05 on), or
+    /// `SLURM_JOB_RESTART_COUNT` (newer); 0, its first run, when neither is set.
+    pub restart_count: u32,
 }
 
 impl Job {
@@ -106,7 +109,27 @@ impl Job {
             node_name: get("SLURMD_NODENAME"),
             work_dir: get("SLURM_JOB_WORK_DIR"),
             cluster: get("SLURM_CLUSTER_NAME"),
+            restart_count: get("SLURM_RESTART_COUNT")
+                .or_else(|| get("SLURM_JOB_RESTART_COUNT"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0),
         })
+    }
+
+    /// The name of this run of the job: the job id on its first run, `ID.rN` on restart N.
+    /// It names the run's files and systemd unit, so that a requeued job's next run, which
+    /// newer Slurm may start before this run's Epilog, never shares them.
+    pub fn run_id(&self) -> String {
+        run_id(&self.id, self.restart_count)
+    }
+}
+
+/// See [`Job::run_id`].
+pub fn run_id(job_id: &str, restart_count: u32) -> String {
+    if restart_count == 0 {
+        job_id.to_string()
+    } else {
+        format!("{job_id}.r{restart_count}")
     }
 }
 
@@ -247,25 +270,34 @@ pub fn server_place(
     }
 }
 
-/// The files of one job's agent under `slurm.state_dir`.
+/// The files of one run's agent under `slurm.state_dir` (named by [`Job::run_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobFiles {
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
     /// The systemd template unit's `EnvironmentFile=`.
     pub env_file: PathBuf,
+    /// The grouping keys the agent records (`keys_file`), which the Epilog deletes.
+    pub keys_file: PathBuf,
 }
 
-pub fn job_files(state_dir: &Path, job_id: &str) -> JobFiles {
+pub fn job_files(state_dir: &Path, run_id: &str) -> JobFiles {
     JobFiles {
-        pid_file: state_dir.join(format!("{job_id}.pid")),
-        log_file: state_dir.join(format!("{job_id}.log")),
-        env_file: state_dir.join(format!("{job_id}.env")),
+        pid_file: state_dir.join(format!("{run_id}.pid")),
+        log_file: state_dir.join(format!("{run_id}.log")),
+        env_file: state_dir.join(format!("{run_id}.env")),
+        keys_file: state_dir.join(format!("{run_id}.keys")),
     }
 }
 
-pub fn unit_name(job_id: &str) -> String {
-    format!("arkouda-push-agent@{job_id}.service")
+/// The lock directory of the agents the Prolog starts, inside the state directory.
+pub fn lock_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("locks")
+}
+
+/// The systemd unit of one run: `arkouda-push-agent@<run id>.service`.
+pub fn unit_name(run_id: &str) -> String {
+    format!("arkouda-push-agent@{run_id}.service")
 }
 
 /// How the Prolog starts the agent.
@@ -321,6 +353,8 @@ fn passthrough(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
     env.iter()
         .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
         .filter(|(k, _)| !SCRIPT_ONLY_VARS.contains(&k.as_str()))
+        // The Prolog says which job and run the agent is for, never its environment.
+        .filter(|(k, _)| k.as_str() != "ARKOUDA_PUSH_AGENT_JOB_ID")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -352,7 +386,7 @@ pub fn prolog_plan(
         )));
     }
     let server = server_place(settings.slurm.connection_info.as_deref(), job, &place.first)?;
-    let files = job_files(&settings.slurm.state_dir, &job.id);
+    let files = job_files(&settings.slurm.state_dir, &job.run_id());
 
     // The job's identity and server, as (flag, key) pairs: flags in daemon mode, the
     // environment file in systemd mode (the unit passes --job-id %i itself).
@@ -366,6 +400,8 @@ pub fn prolog_plan(
     if let Some(p) = &job.partition {
         settings_given.push(("partition", p.clone()));
     }
+    settings_given.push(("restart_count", job.restart_count.to_string()));
+    settings_given.push(("keys_file", files.keys_file.display().to_string()));
     settings_given.push((
         "shutdown_timeout",
         format!("{}ms", agent_shutdown_timeout(settings).as_millis()),
@@ -401,12 +437,15 @@ pub fn prolog_plan(
                 c.display().to_string(),
             ));
         }
+        // The unit's ExecStart takes the job id and the run from here (its instance is
+        // the run id).
+        env.push(("ARKOUDA_PUSH_AGENT_JOB_ID".to_string(), job.id.clone()));
         for (k, v) in &settings_given {
             env.push((crate::config::env_name(k), v.clone()));
         }
         (
             Mode::Systemd {
-                unit: unit_name(&job.id),
+                unit: unit_name(&job.run_id()),
             },
             Vec::new(),
         )
@@ -465,6 +504,10 @@ pub fn env_file_text(env: &[(String, String)]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stop {
     pub job_id: String,
+    /// The run this Epilog ends: only its agent is stopped, only its groups deleted.
+    pub restart_count: u32,
+    /// `SLURM_CLUSTER_NAME`, for the run's grouping key.
+    pub cluster: Option<String>,
     /// The job's user id: an agent the user started (arkouda-srun) may be stopped too.
     pub job_uid: Option<u32>,
     pub run_as: String,
@@ -472,8 +515,9 @@ pub struct Stop {
     pub unit: Option<String>,
     /// How long a stopped agent gets to delete its group before it is SIGKILLed.
     pub wait: Duration,
-    /// Deadline of the backstop `delete --job-id`; None for a job that has no agent by the
-    /// site's rule (its comment or partition), where deleting would only cost time.
+    /// Deadline of the backstop delete (by grouping key: the run's own, and those its agent
+    /// recorded); None for a job that has no agent by the site's rule (its comment or
+    /// partition), where deleting would only cost time.
     pub backstop: Option<Duration>,
     pub why: String,
 }
@@ -508,10 +552,12 @@ pub fn epilog_plan(
     };
     Ok(EpilogPlan::Stop(Box::new(Stop {
         job_id: job.id.clone(),
+        restart_count: job.restart_count,
+        cluster: job.cluster.clone(),
         job_uid: job.uid,
         run_as: settings.slurm.run_as.clone(),
-        files: job_files(&settings.slurm.state_dir, &job.id),
-        unit: ctx.systemd.then(|| unit_name(&job.id)),
+        files: job_files(&settings.slurm.state_dir, &job.run_id()),
+        unit: ctx.systemd.then(|| unit_name(&job.run_id())),
         wait: agent_shutdown_timeout(settings) + STOP_MARGIN,
         backstop: selected.is_yes().then_some(EPILOG_BACKSTOP),
         why,
@@ -521,9 +567,11 @@ pub fn epilog_plan(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CtldPlan {
     Nothing(String),
-    /// Delete every group of the job, within the deadline.
+    /// Delete the run's group by its grouping key, within the deadline.
     Delete {
         job_id: String,
+        restart_count: u32,
+        cluster: Option<String>,
         deadline: Duration,
         why: String,
     },
@@ -536,6 +584,8 @@ pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
         Selection::No(why) => CtldPlan::Nothing(format!("not selected: {why}")),
         Selection::Yes(why) => CtldPlan::Delete {
             job_id: job.id.clone(),
+            restart_count: job.restart_count,
+            cluster: job.cluster.clone(),
             deadline: CTLD_DELETE,
             why,
         },
@@ -788,7 +838,8 @@ mod tests {
         assert_eq!(
             l.args.join(" "),
             "run --daemonize --config /etc/apa.toml --job-id 42 --cluster perlmutter \
-             --job-user alice --partition debug --shutdown-timeout 3000ms --arkouda-host nid001 \
+             --job-user alice --partition debug --restart-count 0 --keys-file /run/apa/42.keys \
+             --shutdown-timeout 3000ms --arkouda-host nid001 \
              --pid-file /run/apa/42.pid --log-file /run/apa/42.log"
         );
         assert_eq!(
@@ -816,12 +867,47 @@ mod tests {
             "# Written by the arkouda-push-agent Slurm Prolog; removed by the Epilog.\n\
              ARKOUDA_PUSH_AGENT_METRICS_PORT=6000\n\
              ARKOUDA_PUSH_AGENT_CONFIG=/etc/apa.toml\n\
+             ARKOUDA_PUSH_AGENT_JOB_ID=42\n\
              ARKOUDA_PUSH_AGENT_CLUSTER=perlmutter\n\
              ARKOUDA_PUSH_AGENT_JOB_USER=alice\n\
              ARKOUDA_PUSH_AGENT_PARTITION=debug\n\
+             ARKOUDA_PUSH_AGENT_RESTART_COUNT=0\n\
+             ARKOUDA_PUSH_AGENT_KEYS_FILE=/run/apa/42.keys\n\
              ARKOUDA_PUSH_AGENT_SHUTDOWN_TIMEOUT=3000ms\n\
              ARKOUDA_PUSH_AGENT_ARKOUDA_HOST=nid001\n"
         );
+
+        // A requeued job's second run: files and unit of its own, its run on the command line.
+        let rerun = job(&[
+            ("SLURM_JOB_COMMENT", "arkouda-metrics"),
+            ("SLURM_RESTART_COUNT", "1"),
+        ]);
+        assert_eq!(rerun.run_id(), "42.r1");
+        let PrologPlan::Start(l) = prolog_plan(&s, &rerun, &ctx(&e, false)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert!(l
+            .args
+            .join(" ")
+            .contains("--restart-count 1 --keys-file /run/apa/42.r1.keys"));
+        assert_eq!(l.files.pid_file, PathBuf::from("/run/apa/42.r1.pid"));
+        let PrologPlan::Start(l) = prolog_plan(&s, &rerun, &ctx(&e, true)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert_eq!(
+            l.mode,
+            Mode::Systemd {
+                unit: "arkouda-push-agent@42.r1.service".into()
+            }
+        );
+        let text = env_file_text(&l.env);
+        assert!(text.contains("ARKOUDA_PUSH_AGENT_JOB_ID=42\n"), "{text}");
+        assert!(
+            text.contains("ARKOUDA_PUSH_AGENT_RESTART_COUNT=1\n"),
+            "{text}"
+        );
+        let newer = job(&[("SLURM_JOB_RESTART_COUNT", "3")]);
+        assert_eq!(newer.restart_count, 3);
 
         // The connection-info template replaces the first node.
         let s2 = settings(&[("slurm.connection_info", "%w/ak %j.conn")]);
