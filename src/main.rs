@@ -91,6 +91,15 @@ fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
         let group = agent::grouping_key(settings, job_id).path();
         let dir = process::lock_dir(settings.lock_dir.as_deref()).map_err(|e| e.to_string())?;
         let lock = process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?;
+        // The Epilog deletes the groups recorded here: the job's own from the start (the
+        // agent records its per-locale groups as it pushes them). Best effort: the Epilog
+        // also computes the job's own key.
+        if let Some(path) = &settings.keys_file {
+            let _ = arkouda_push_agent::groups::record_keys(
+                path,
+                &[agent::grouping_key(settings, job_id)],
+            );
+        }
         let pid_file = match &settings.pid_file {
             Some(p) => Some(process::PidFile::write(p).map_err(|e| e.to_string())?),
             None => None,
