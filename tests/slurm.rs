@@ -1253,7 +1253,7 @@ impl SiteCluster {
     fn start(name: &str, site: Site, pg: &Pushgateway) -> SiteCluster {
         let w = SlurmCluster::prepare_dir();
         let p = |s: &str| w.path(s);
-        for d in ["hooks", "config", "env"] {
+        for d in ["hooks", "config", "env", "skip-once"] {
             mkdir(&p(d), 0o755);
         }
         mkdir(&p("locks"), 0o1777);
@@ -1299,7 +1299,16 @@ set -f
 export ARKOUDA_PUSH_AGENT_BIN={w}/bin/arkouda-push-agent
 export ARKOUDA_PUSH_AGENT_CONFIG={w}/config/site.toml
 export ARKOUDA_PUSH_AGENT_HOOK_LOG={w}/hooks-${{SLURMD_NODENAME:-ctld}}.log
-env >{w}/env/{hook}-$SLURM_JOB_ID-${{SLURMD_NODENAME:-ctld}}-${{SLURM_RESTART_COUNT:-0}}
+# What the controller has in its default place; EpilogSlurmctld's environment lacks it.
+export SLURM_CONF=${{SLURM_CONF:-{w}/etc/slurm.conf}}
+env >{w}/env/{hook}-$SLURM_JOB_ID-${{SLURMD_NODENAME:-ctld}}-${{SLURM_JOB_RESTART_COUNT:-0}}
+# A one-shot skip: this hook of this job does nothing once (a late hook, replayed later).
+once={w}/skip-once/{hook}-$SLURM_JOB_ID
+if [ -e $once ]; then
+    rm -f $once
+    echo "test arkouda-push-agent[$SLURM_JOB_ID] {hook}: skipped once by the test wrapper" >>$ARKOUDA_PUSH_AGENT_HOOK_LOG
+    exit 0
+fi
 for word in ${{SLURM_JOB_COMMENT//,/ }}; do
     case $word in
     apa-port=*) export ARKOUDA_PUSH_AGENT_METRICS_PORT=${{word#apa-port=}} ;;
@@ -1667,69 +1676,90 @@ struct SiteCtx {
 
 /// Requeue while running: the job keeps its id; its second run pushes a group of its own
 /// (slurm_restart_count="1"), which is never missing while it runs, even when the first
-/// run's Epilog and EpilogSlurmctld run late (replayed here, as newer Slurm's expedited
-/// requeue may order them) and the sweep runs.
+/// run's Epilog and EpilogSlurmctld come late, after the second run has started on the
+/// same node, as newer Slurm's expedited requeue allows (here: both skipped once at the
+/// requeue, then replayed with the environment Slurm gave them). Slurm 22.05 already shows
+/// the first run's epilogs the next run's restart count.
 fn site_requeue(ctx: &mut SiteCtx, f: &mut Figures) {
     let a = &ctx.alpha;
     let job = a.sim_job("requeue", 1, "", &["--requeue"]);
     let first = key_of(&a.name, &job.id, 0);
     let second = key_of(&a.name, &job.id, 1);
     a.wait_group(&first, JOB_START);
-    let t = Instant::now();
-    let (ok, out) = a.slurm("/usr/bin/scontrol", &["requeue", &job.id]);
-    assert!(ok, "scontrol requeue: {out}");
-    // Slurm 22.05 holds a requeued job (BeginTime); release it as soon as it is pending.
-    eventually(
-        Duration::from_secs(30),
-        "the job to be pending again",
-        || {
-            let s = a.job_field(&job.id, "JobState");
-            if s == "PENDING" {
-                let _ = a.slurm(
-                    "/usr/bin/scontrol",
-                    &["update", &format!("jobid={}", job.id), "begintime=now"],
-                );
-                Ok(())
-            } else if s == "RUNNING" && a.job_field(&job.id, "Restarts") == "1" {
-                Ok(())
-            } else {
-                Err(s)
-            }
-        },
-    );
-    let took = a.wait_group(&second, JOB_START);
-    f.push(("requeue to the second run's group".into(), ms(t.elapsed())));
-    let _ = took;
-    a.wait_no_group(&first, Duration::from_secs(10));
-    let run1_agent = eventually(Duration::from_secs(5), "the second run's agent", || match a
+    let node = a.job_field(&job.id, "BatchHost");
+    let run0_agent = eventually(Duration::from_secs(5), "the first run's agent", || match a
         .agents(&job.id)
         .as_slice()
     {
-        [one]
-            if one
-                .0
-                .argv
-                .windows(2)
-                .any(|w| w[0] == "--restart-count" && w[1] == "1") =>
-        {
-            Ok(one.0.pid)
-        }
+        [one] => Ok(one.0.pid),
         other => Err(format!("{other:?}")),
     });
+    for hook in ["epilog", "epilog-slurmctld"] {
+        write_file(&a.path(&format!("skip-once/{hook}-{}", job.id)), "", 0o644);
+    }
+    let t = Instant::now();
+    let (ok, out) = a.slurm("/usr/bin/scontrol", &["requeue", &job.id]);
+    assert!(ok, "scontrol requeue: {out}");
+    // Slurm 22.05 holds a requeued job for a while (BeginTime): let it go at once, as
+    // newer Slurm's expedited requeue would.
+    eventually(Duration::from_secs(60), "the job to run again", || {
+        let s = a.job_field(&job.id, "JobState");
+        if s == "RUNNING" && a.job_field(&job.id, "Restarts") == "1" {
+            return Ok(());
+        }
+        if s == "PENDING" {
+            let _ = a.slurm(
+                "/usr/bin/scontrol",
+                &["update", &format!("jobid={}", job.id), "starttime=now"],
+            );
+        }
+        Err(format!(
+            "{s} reason {} begin {}",
+            a.job_field(&job.id, "Reason"),
+            a.job_field(&job.id, "StartTime")
+        ))
+    });
+    a.wait_group(&second, JOB_START);
+    f.push(("requeue to the second run's group".into(), ms(t.elapsed())));
+    let run1_agent = eventually(Duration::from_secs(5), "the second run's agent", || {
+        let agents = a.agents(&job.id);
+        agents
+            .iter()
+            .find(|p| {
+                p.0.argv
+                    .windows(2)
+                    .any(|w| w[0] == "--restart-count" && w[1] == "1")
+            })
+            .map(|p| p.0.pid)
+            .ok_or(format!("{agents:?}"))
+    });
+    assert_eq!(a.slurm.node_of(run1_agent).as_deref(), Some(node.as_str()));
     let watch = Watch::start(a.pg_url.clone(), vec![second.clone()]);
-    // The first run's hooks, late: they must stop and delete the first run's only.
-    let node = a.job_field(&job.id, "BatchHost");
-    let (ok, err) = a.replay_hook(&node, &job.id, "epilog", 0);
-    assert!(ok, "{err}");
-    let (ok, err) = a.replay_hook("ctld", &job.id, "epilog-slurmctld", 0);
-    assert!(ok, "{err}");
-    let out = a.sweep(0);
-    assert!(out.contains("kept"), "{out}");
-    // The first run's env carried its count (absent or 0), the second run's 1.
-    let env1 = std::fs::read_to_string(a.path(&format!("env/prolog-{}-{node}-1", job.id)))
+    // The first run's hooks, late, with what Slurm gave them (restart count already 1).
+    let env0 = std::fs::read_to_string(a.path(&format!("env/epilog-{}-{node}-1", job.id)))
         .unwrap_or_default();
-    assert!(env1.contains("SLURM_RESTART_COUNT=1"), "{env1}");
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(env0.contains("SLURM_JOB_RESTART_COUNT=1"), "{env0}");
+    let (ok, err) = a.replay_hook(&node, &job.id, "epilog", 1);
+    assert!(ok, "{err}");
+    let (ok, err) = a.replay_hook("ctld", &job.id, "epilog-slurmctld", 1);
+    assert!(ok, "{err}");
+    // They ended the first run: its agent and its group.
+    a.wait_no_group(&first, Duration::from_secs(5));
+    assert!(
+        !slurm_cluster::processes()
+            .iter()
+            .any(|p| p.pid == run0_agent),
+        "the first run's agent still runs"
+    );
+    let out = a.sweep(0);
+    assert!(
+        out.contains(&format!("job {} is still in Slurm", job.id)),
+        "{out}"
+    );
+    let log = a.hook_lines("ctld", &job.id, "epilog-slurmctld").join("\n");
+    assert!(log.contains("runs=[0] next_running=true"), "{log}");
+    // A few more of the second run's pushes.
+    std::thread::sleep(Duration::from_millis(1000));
     let samples = watch.finish("requeue");
     f.push((
         "samples of the second run's group, none missing".into(),
@@ -1739,7 +1769,7 @@ fn site_requeue(ctx: &mut SiteCtx, f: &mut Figures) {
         slurm_cluster::processes()
             .iter()
             .any(|p| p.pid == run1_agent),
-        "the second run's agent was stopped"
+        "the first run's hooks stopped the second run's agent"
     );
     let end = Instant::now();
     job.finish();
@@ -2046,6 +2076,13 @@ fn site_cluster() {
         }
         if r.is_err() {
             failed.push(name.to_string());
+            if let Ok(dir) = std::env::var("APA_SITE_KEEP_ENV") {
+                let _ = Command::new("/bin/cp")
+                    .arg("-r")
+                    .arg(ctx.alpha.path("env"))
+                    .arg(&dir)
+                    .status();
+            }
             for n in SITE_NODES.iter().chain(["ctld"].iter()) {
                 eprintln!(
                     "----- hooks-{n}.log -----\n{}",

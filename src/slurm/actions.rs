@@ -542,21 +542,26 @@ pub fn prolog(settings: &Settings, resolved: &Resolved, env: &BTreeMap<String, S
 async fn backstop_delete(
     settings: &Settings,
     job_id: &str,
-    restart_count: u32,
+    runs: &[u32],
     cluster: Option<&str>,
     keys_file: Option<&Path>,
     budget: Duration,
 ) -> bool {
     let mut s = settings.clone();
     s.job_id = Some(job_id.to_string());
-    s.restart_count = restart_count;
     // As the Prolog gave it to the agent: SLURM_CLUSTER_NAME wins over the config's.
     if let Some(c) = cluster {
         s.cluster = Some(c.to_string());
     }
     s.push_timeout = s.push_timeout.min(budget);
+    let mut keys = Vec::new();
+    for &run in runs {
+        s.restart_count = run;
+        keys.push(crate::groups::grouping_key(&s, job_id));
+    }
+    // The recorded keys are the first run's (a node's Epilog ends one run).
+    s.restart_count = runs.first().copied().unwrap_or(0);
     let own = crate::groups::grouping_key(&s, job_id);
-    let mut keys = vec![own.clone()];
     if let Some(path) = keys_file {
         match crate::groups::read_keys(path) {
             Ok(recorded) => {
@@ -605,7 +610,7 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
         systemd: systemd_running(),
         config_file: None,
     };
-    let stop = match hooks::epilog_plan(settings, &job, &ctx) {
+    let mut stop = match hooks::epilog_plan(settings, &job, &ctx) {
         Err(e) => {
             tracing::error!(error = %e, "nothing done");
             return false;
@@ -616,7 +621,32 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
         }
         Ok(EpilogPlan::Stop(stop)) => stop,
     };
-    tracing::info!("stopping the job's agent: {}", stop.why);
+    // Which run ends here: the oldest the Prolog recorded on this node (the restart count
+    // in the environment may already be the next run's: a requeue). Never Slurm's word.
+    let names: Vec<String> = std::fs::read_dir(&settings.slurm.state_dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let recorded = hooks::recorded_runs(&job.id, names.iter().map(String::as_str));
+    match hooks::run_to_end(&recorded, job.restart_count) {
+        Some(run) => stop.for_run(run, &settings.slurm.state_dir),
+        None if job.restart_count > 0 => {
+            tracing::info!(
+                restart_count = job.restart_count,
+                "no run of this job is recorded on this node: no backstop delete here (EpilogSlurmctld and the sweep cover it)"
+            );
+            stop.backstop = None;
+        }
+        None => {}
+    }
+    tracing::info!(
+        run = stop.restart_count,
+        "stopping the run's agent: {}",
+        stop.why
+    );
     let mut ok = true;
     // One wait for the agent, shared by `systemctl stop` and the SIGTERM after it.
     let stop_deadline = Instant::now() + stop.wait;
@@ -646,7 +676,7 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
             ok &= backstop_delete(
                 settings,
                 &stop.job_id,
-                stop.restart_count,
+                &[stop.restart_count],
                 stop.cluster.as_deref(),
                 Some(&stop.files.keys_file),
                 budget,
@@ -674,16 +704,35 @@ pub async fn epilog_slurmctld(settings: &Settings, env: &BTreeMap<String, String
             deadline,
             why,
         } => {
-            tracing::info!("deleting the run's group by its grouping key: {why}");
-            backstop_delete(
-                settings,
-                &job_id,
-                restart_count,
-                cluster.as_deref(),
-                None,
-                deadline,
-            )
-            .await
+            // A requeued job: is its next run already running (newer Slurm restarts it at
+            // once)? Then its group is live: delete the previous run's only. One bounded
+            // query, for requeued jobs only.
+            let running = restart_count > 0 && job_runs(settings, &job_id);
+            let runs = hooks::ctld_runs(restart_count, running);
+            tracing::info!(runs = ?runs, next_running = running, "deleting the run's group by its grouping key: {why}");
+            backstop_delete(settings, &job_id, &runs, cluster.as_deref(), None, deadline).await
+        }
+    }
+}
+
+/// Whether Slurm says job `job_id` is running (`squeue -h -j ID -o %T`, bounded by
+/// [`hooks::CTLD_SQUEUE`]); false when it cannot say.
+fn job_runs(settings: &Settings, job_id: &str) -> bool {
+    let mut cmd = Command::new(&settings.squeue);
+    cmd.args(["--noheader", "--jobs", job_id, "--format=%T"]);
+    match run_bounded(&mut cmd, hooks::CTLD_SQUEUE) {
+        Ok(done) if done.status.success() => {
+            let state = done.output.trim().to_string();
+            tracing::info!(state = %state, "Slurm's state of the requeued job");
+            matches!(state.as_str(), "RUNNING" | "CONFIGURING")
+        }
+        Ok(done) => {
+            tracing::warn!(output = %done.output, "squeue failed; deleting both runs' groups");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "squeue; deleting both runs' groups");
+            false
         }
     }
 }

@@ -42,7 +42,10 @@ pub const EPILOG_BACKSTOP: Duration = Duration::from_millis(2500);
 /// A backstop delete is abandoned this long after its deadline (a hung Pushgateway).
 pub const BACKSTOP_MARGIN: Duration = Duration::from_millis(500);
 /// Deadline of the controller's delete.
-pub const CTLD_DELETE: Duration = Duration::from_secs(4);
+pub const CTLD_DELETE: Duration = Duration::from_millis(3500);
+/// The controller's one question to Slurm, for a requeued job only (is its next run
+/// already running?), inside [`CTLD_LIMIT`] beside [`CTLD_DELETE`].
+pub const CTLD_SQUEUE: Duration = Duration::from_millis(800);
 
 /// Environment variables of ours that are for the scripts, never passed to an agent.
 const SCRIPT_ONLY_VARS: &[&str] = &[
@@ -86,8 +89,11 @@ pub struct Job {
     pub node_name: Option<String>,
     pub work_dir: Option<String>,
     pub cluster: Option<String>,
-    /// Which run of the job this is: `SLURM_RESTART_COUNT` (Slurm 22.05 on), or
-    /// `SLURM_JOB_RESTART_COUNT` (newer); 0, its first run, when neither is set.
+    /// The job's restart count as the hook sees it: `SLURM_JOB_RESTART_COUNT` (what Slurm
+    /// 22.05 gives its hooks), else `SLURM_RESTART_COUNT`; 0 when neither is set. In a
+    /// Prolog it is the run that starts. In an Epilog it is that run's, or, when the job
+    /// was requeued, already the next run's (Slurm counts the restart before the epilogs
+    /// run): see [`run_to_end`] and [`ctld_runs`].
     pub restart_count: u32,
 }
 
@@ -109,8 +115,8 @@ impl Job {
             node_name: get("SLURMD_NODENAME"),
             work_dir: get("SLURM_JOB_WORK_DIR"),
             cluster: get("SLURM_CLUSTER_NAME"),
-            restart_count: get("SLURM_RESTART_COUNT")
-                .or_else(|| get("SLURM_JOB_RESTART_COUNT"))
+            restart_count: get("SLURM_JOB_RESTART_COUNT")
+                .or_else(|| get("SLURM_RESTART_COUNT"))
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or(0),
         })
@@ -267,6 +273,49 @@ pub fn server_place(
     match template {
         Some(t) => expand_template(t, job).map(ServerPlace::ConnectionInfo),
         None => Ok(ServerPlace::Host(first_node.to_string())),
+    }
+}
+
+/// The runs of job `job_id` the Prolog recorded in the state directory, from the names of
+/// its files there (`ID.keys`, `ID.rN.keys`).
+pub fn recorded_runs<'a>(job_id: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+    let mut runs: Vec<u32> = names
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".keys"))
+        .filter_map(|stem| {
+            let rest = stem.strip_prefix(job_id)?;
+            if rest.is_empty() {
+                Some(0)
+            } else {
+                rest.strip_prefix(".r")?.parse().ok()
+            }
+        })
+        .collect();
+    runs.sort_unstable();
+    runs.dedup();
+    runs
+}
+
+/// Which run a node's Epilog ends, given the runs the Prolog recorded on this node and the
+/// restart count the Epilog sees (`count`): the oldest recorded run up to `count`. Each
+/// run's Prolog and Epilog come in order on a node, so the oldest run still recorded is
+/// the one ending: its own count on a normal end, or the previous run's when the job was
+/// requeued (the Epilog already sees the next run's count) — even when newer Slurm has
+/// started the next run here first. None: no run recorded here.
+pub fn run_to_end(recorded: &[u32], count: u32) -> Option<u32> {
+    recorded.iter().copied().filter(|r| *r <= count).min()
+}
+
+/// The runs whose groups the controller's epilog deletes, seeing restart count `count`:
+/// this run's, and for a requeued job (count > 0) the previous one's, since the controller
+/// cannot tell a normal end of run `count` from the requeue of run `count - 1` by its
+/// environment. `next_running`: Slurm says the job runs again (a requeued job that newer
+/// Slurm restarted at once), so run `count` is live and not to be deleted.
+pub fn ctld_runs(count: u32, next_running: bool) -> Vec<u32> {
+    match (count, next_running) {
+        (0, _) => vec![0],
+        (c, true) => vec![c - 1],
+        (c, false) => vec![c - 1, c],
     }
 }
 
@@ -520,6 +569,18 @@ pub struct Stop {
     /// partition), where deleting would only cost time.
     pub backstop: Option<Duration>,
     pub why: String,
+}
+
+impl Stop {
+    /// Points the stop at run `run` of the job (its files and unit).
+    pub fn for_run(&mut self, run: u32, state_dir: &Path) {
+        self.restart_count = run;
+        let id = run_id(&self.job_id, run);
+        self.files = job_files(state_dir, &id);
+        if self.unit.is_some() {
+            self.unit = Some(unit_name(&id));
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1014,7 +1075,7 @@ mod tests {
             epilog_worst + Duration::from_millis(500) <= EPILOG_LIMIT,
             "{epilog_worst:?}"
         );
-        assert!(CTLD_DELETE + BACKSTOP_MARGIN < CTLD_LIMIT);
+        assert!(CTLD_SQUEUE + CTLD_DELETE + BACKSTOP_MARGIN < CTLD_LIMIT);
         // One request never outlives its deadline (push_timeout is capped by it), so the
         // default push_timeout needs no place of its own in the sums.
         assert!(s.push_timeout <= HOOK_AGENT_SHUTDOWN_MAX);
@@ -1024,7 +1085,7 @@ mod tests {
             format!("| Prolog | `limit={}` in prolog.sh: {} | waits {} for the agent to start |", PROLOG_LIMIT.as_secs(), secs(PROLOG_LIMIT + kill), secs(PROLOG_START_WAIT)),
             format!("| the agent started by the Prolog | `shutdown_timeout`, at most {} | its final delete |", secs(HOOK_AGENT_SHUTDOWN_MAX)),
             format!("| Epilog | `limit={}` in epilog.sh: {} | stop the agent {} (its delete + {}), SIGKILL + {}, backstop delete {} + {}: at most {} |", EPILOG_LIMIT.as_secs(), secs(EPILOG_LIMIT + kill), secs(EPILOG_STOP_WAIT_MAX), secs(STOP_MARGIN), secs(EPILOG_KILL_WAIT), secs(EPILOG_BACKSTOP), secs(BACKSTOP_MARGIN), secs(epilog_worst)),
-            format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | delete {} + {} |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN)),
+            format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | a requeued job only: `squeue` {}; delete by key {} + {} |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_SQUEUE), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN)),
             format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout)),
         ];
         for row in rows {
@@ -1082,6 +1143,36 @@ mod tests {
             epilog_plan(&s, &lost, &ctx(&e, false)).unwrap_err(),
             HookError::NoNodelist
         );
+    }
+
+    #[test]
+    fn which_run_ends() {
+        let names = [
+            "42.keys",
+            "42.r1.keys",
+            "42.r1.pid",
+            "421.keys",
+            "42.rx.keys",
+            "4.keys",
+            "42.r12.keys",
+        ];
+        assert_eq!(recorded_runs("42", names), vec![0, 1, 12]);
+        // (recorded, count seen by the Epilog) -> the run it ends
+        let cases: &[(&[u32], u32, Option<u32>)] = &[
+            (&[0], 0, Some(0)),    // a normal end
+            (&[0], 1, Some(0)),    // requeued (Slurm 22.05: the next run not started)
+            (&[0, 1], 1, Some(0)), // requeued, the next run already started here
+            (&[1], 1, Some(1)),    // the second run's normal end
+            (&[], 1, None),        // nothing recorded here
+            (&[2], 1, None),       // only a newer run: not this Epilog's
+        ];
+        for (rec, count, want) in cases {
+            assert_eq!(run_to_end(rec, *count), *want, "{rec:?} {count}");
+        }
+        assert_eq!(ctld_runs(0, false), vec![0]);
+        assert_eq!(ctld_runs(0, true), vec![0]);
+        assert_eq!(ctld_runs(2, false), vec![1, 2]);
+        assert_eq!(ctld_runs(2, true), vec![1]);
     }
 
     #[test]
