@@ -291,6 +291,16 @@ fn flag_value<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
         .or_else(|| argv.iter().find_map(|a| a.strip_prefix(eq.as_str())))
 }
 
+/// Whether an agent's command line is of cluster `cluster`: an agent that names another
+/// cluster (`--cluster`) is another cluster's job of the same id (one machine running the
+/// slurmd of two clusters).
+pub fn of_cluster(argv: &[String], cluster: Option<&str>) -> bool {
+    match (flag_value(argv, "cluster"), cluster) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => true,
+    }
+}
+
 /// The command line of the agent of one run of a job (`… run … --job-id ID
 /// [--restart-count N]`, no count: the first run): the contract that lets the Epilog find
 /// it without trusting the pid file, and never stop the agent of the job's next run.
@@ -323,7 +333,10 @@ fn job_agents(stop: &Stop, run_as_uid: Option<u32>) -> BTreeSet<i32> {
     let candidate = |pid: i32| {
         pid != me
             && alive(pid)
-            && cmdline(pid).is_some_and(|a| is_agent_of_run(&a, &stop.job_id, stop.restart_count))
+            && cmdline(pid).is_some_and(|a| {
+                is_agent_of_run(&a, &stop.job_id, stop.restart_count)
+                    && of_cluster(&a, stop.cluster.as_deref())
+            })
             && allowed(pid)
     };
     let mut pids = BTreeSet::new();
@@ -799,6 +812,13 @@ mod tests {
                 false,
             ),
         ];
+        assert!(of_cluster(&argv("a run --job-id 1 --cluster x"), Some("x")));
+        assert!(!of_cluster(
+            &argv("a run --job-id 1 --cluster y"),
+            Some("x")
+        ));
+        assert!(of_cluster(&argv("a run --job-id 1"), Some("x")));
+        assert!(of_cluster(&argv("a run --job-id 1 --cluster y"), None));
         for (line, n, want) in runs {
             assert_eq!(
                 is_agent_of_run(&argv(line), "42", *n),
