@@ -1851,6 +1851,7 @@ fn site_sweep_policies(ctx: &mut SiteCtx, f: &mut Figures) {
     );
     let watch = Watch::start(a.pg_url.clone(), running.clone());
     let o1 = key_of(&a.name, &orphan1.id, 0);
+    let o2 = key_of(&a.name, &orphan2.id, 0);
     let t = Instant::now();
     let mut sweeps = 0;
     let mut first_out = String::new();
@@ -1864,7 +1865,7 @@ fn site_sweep_policies(ctx: &mut SiteCtx, f: &mut Figures) {
             if first_out.is_empty() {
                 first_out = out.clone();
             }
-            if a.pg().has(&o1) {
+            if a.pg().has(&o1) || a.pg().has(&o2) {
                 Err(out)
             } else {
                 Ok(())
@@ -1883,7 +1884,6 @@ fn site_sweep_policies(ctx: &mut SiteCtx, f: &mut Figures) {
         "sweeps as nobody before the ended job's group went".into(),
         format!("{sweeps} in {}", ms(t.elapsed())),
     ));
-    assert!(!a.pg().has(&key_of(&a.name, &orphan2.id, 0)));
     // As root: a full view; an ended job's group goes at the first sweep, the hidden and
     // restricted jobs are seen (squeue --all) and kept.
     let orphan3 = a.sim_job(
@@ -2006,7 +2006,8 @@ fn site_many_groups(ctx: &mut SiteCtx, f: &mut Figures) {
     let before = a.pg().listings();
     let end = Instant::now();
     job.finish();
-    a.wait_no_group(&key, Duration::from_secs(5));
+    // The agent's last PUT and its DELETE queue behind the other groups' pushes: slower.
+    a.wait_no_group(&key, Duration::from_secs(10));
     f.push(("group gone after the job's end".into(), ms(end.elapsed())));
     let epi = a.wait_hook_ends("n1", &job.id, "epilog", 1);
     let ctld = a.wait_hook_ends("ctld", &job.id, "epilog-slurmctld", 1);
