@@ -594,13 +594,19 @@ impl Drop for SlurmCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        // Anything left that a job started from the cluster's directory: kill it by pid.
+        // Anything left that a job started from the cluster's directory: kill it by pid
+        // (twice: a hook still running at the first pass may start one more).
         let root = format!("{}/", self.w.0.display());
-        for p in processes() {
-            if p.argv.iter().take(2).any(|a| a.starts_with(&root))
-                && p.pid != std::process::id() as i32
-            {
-                kill9(p.pid);
+        for pass in 0..2 {
+            if pass > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            for p in processes() {
+                if p.argv.iter().take(2).any(|a| a.starts_with(&root))
+                    && p.pid != std::process::id() as i32
+                {
+                    kill9(p.pid);
+                }
             }
         }
     }
