@@ -289,6 +289,10 @@ pub static KEYS: &[KeyDef] = &[
         .group(Group::Job)
         .value("NAME")
         .example("\"perlmutter\""),
+    key("restart_count", Kind::Int, Some("0"), &["SLURM_RESTART_COUNT"],
+        "Which run of a requeued job this is (Slurm's restart count): from 1 on, the grouping key adds `slurm_restart_count`, so that the cleanup of one run never deletes the next run's group (docs/slurm.md, \"Requeue\").")
+        .group(Group::Job)
+        .value("N"),
     key("job_user", Kind::Str, None, &["SLURM_JOB_USER"], "The job's user, reported in `arkouda_job_info`.")
         .group(Group::Job)
         .value("NAME")
@@ -298,7 +302,7 @@ pub static KEYS: &[KeyDef] = &[
         .value("NAME")
         .example("\"debug\""),
     key("labels", Kind::Labels, None, &[],
-        "Extra static grouping labels, `NAME=VALUE[,NAME=VALUE]` (a table in the file), e.g. `instance=second`. Not `job`, `slurm_job_id`, `cluster` or `locale`.")
+        "Extra static grouping labels, `NAME=VALUE[,NAME=VALUE]` (a table in the file), e.g. `instance=second`. Not `job`, `slurm_job_id`, `cluster`, `locale` or `slurm_restart_count`.")
         .group(Group::Job)
         .value("LABELS")
         .example("{ site = \"nersc\", instance = \"second\" }"),
@@ -311,7 +315,7 @@ pub static KEYS: &[KeyDef] = &[
         "Pushgateway base URL, `http` or `https`; no password, query or fragment in it. Several: a list (see `pushgateway_mode`). No default: unset, nothing is pushed to a Pushgateway (then `remote_write` or `listen` is needed). `delete`, `sweep` and the Slurm backstops need it.")
         .group(Group::Pushgateway)
         .value("URL")
-        .example("\"http://127.0.0.1:9091\""),
+        .example("\"http://pushgateway.example.org:9091\""),
     key("pushgateway_mode", Kind::Str, Some("shard"), &[],
         "With several `pushgateway`s: `shard` (each job to one, by a stable hash of its job id) or `all` (every job to each: HA).")
         .group(Group::Pushgateway)
@@ -422,11 +426,16 @@ pub static KEYS: &[KeyDef] = &[
         .value("PID")
         .example("12345"),
     key("lock_dir", Kind::Path, None, &[],
-        "`run`: directory of the one-agent-per-group lock files.")
+        "`run`: directory of the one-agent-per-group locks (one per grouping key, named by its SHA-256, removed at exit). A directory other users can write to is not used as is: the locks go in a private `arkouda-push-agent-UID` inside it.")
         .group(Group::Run)
         .value("DIR")
-        .example("\"/run/lock\"")
-        .default_note("`/run/lock`, else the temp directory"),
+        .example("\"/run/arkouda-push-agent/locks\"")
+        .default_note("`/run/arkouda-push-agent/locks` when `/run/arkouda-push-agent` is this user's, else `$XDG_RUNTIME_DIR/arkouda-push-agent`, else `arkouda-push-agent-UID` in the temp directory"),
+    key("keys_file", Kind::Path, None, &[],
+        "`run`: record here the grouping keys of every group the agent may have pushed (the Slurm Epilog deletes those, without listing the Pushgateway; the Prolog sets it).")
+        .group(Group::Run)
+        .value("PATH")
+        .example("\"/run/arkouda-push-agent/4242.r0.keys\""),
     key("lease", Kind::Duration, None, &[],
         "Every push carries `arkouda_agent_lease_expiry_timestamp_seconds` = push time + lease.")
         .group(Group::Run)
@@ -814,6 +823,8 @@ pub struct Settings {
     pub job: String,
     pub job_id: Option<String>,
     pub cluster: Option<String>,
+    /// Slurm's restart count of the job (0: its first run).
+    pub restart_count: u32,
     pub job_user: Option<String>,
     pub partition: Option<String>,
     pub labels: Vec<(String, String)>,
@@ -833,6 +844,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     pub watch_pid: Option<i32>,
     pub lock_dir: Option<PathBuf>,
+    /// run: where the agent records its groups' keys for the Slurm Epilog.
+    pub keys_file: Option<PathBuf>,
     /// Every push carries push time + lease (`lease`, default 4 × interval).
     pub lease: Duration,
     /// sweep: how long after its lease expired a group may be deleted when leases decide.
@@ -894,7 +907,13 @@ pub struct RemoteWriteSettings {
 }
 
 /// Labels the agent sets itself; a static label may not take these names.
-pub const RESERVED_LABELS: &[&str] = &["job", "slurm_job_id", "cluster", "locale"];
+pub const RESERVED_LABELS: &[&str] = &[
+    "job",
+    "slurm_job_id",
+    "cluster",
+    "locale",
+    "slurm_restart_count",
+];
 
 /// The auth keys of one HTTP endpoint.
 struct HttpAuth {
@@ -1496,6 +1515,10 @@ impl Settings {
             job,
             job_id,
             cluster: r.nonempty("cluster")?,
+            restart_count: r
+                .integer("restart_count", 0, i128::from(u32::MAX))?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
             job_user: r.nonempty("job_user")?,
             partition: r.nonempty("partition")?,
             labels: r.labels("labels")?,
@@ -1520,6 +1543,7 @@ impl Settings {
                 .integer("watch_pid", 1, i128::from(i32::MAX))?
                 .and_then(|p| i32::try_from(p).ok()),
             lock_dir: r.path("lock_dir")?,
+            keys_file: r.path("keys_file")?,
             lease: r.lease(interval)?,
             grace: r.duration(
                 "grace",
@@ -1558,6 +1582,7 @@ impl Settings {
             &mut self.summary_file,
             &mut self.pid_file,
             &mut self.lock_dir,
+            &mut self.keys_file,
         ]
         .into_iter()
         .flatten()

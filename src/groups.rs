@@ -10,15 +10,78 @@ use crate::config::{PushgatewayMode, Settings};
 use crate::sinks::pushgateway::{self, GroupingKey, PushError, Pushgateway};
 use crate::VERSION;
 
-/// The grouping key of a job: `job`, `slurm_job_id`, `cluster` when known, then the
-/// configured static labels (sorted).
+/// The grouping label that tells the runs of a requeued job apart (Slurm's restart count;
+/// absent on a job's first run).
+pub const RESTART_LABEL: &str = "slurm_restart_count";
+
+/// The grouping key of a job: `job`, `slurm_job_id`, `cluster` when known,
+/// `slurm_restart_count` from the job's second run on, then the configured static labels
+/// (sorted).
+///
+/// A requeued job keeps its id, and newer Slurm restarts it at once, possibly before the
+/// first run's Epilog has run: the restart count makes each run's group its own, so that
+/// one run's cleanup (its agent, Epilog, EpilogSlurmctld) never deletes the next run's.
 pub fn grouping_key(settings: &Settings, job_id: &str) -> GroupingKey {
     let mut labels = vec![("slurm_job_id".to_string(), job_id.to_string())];
     if let Some(c) = &settings.cluster {
         labels.push(("cluster".to_string(), c.clone()));
     }
+    if settings.restart_count > 0 {
+        labels.push((
+            RESTART_LABEL.to_string(),
+            settings.restart_count.to_string(),
+        ));
+    }
     labels.extend(settings.labels.iter().cloned());
     GroupingKey::new(&settings.job, labels)
+}
+
+pub use crate::sinks::pushgateway::keys_file::{read_keys, record_keys, KEYS_FILE_LIMIT};
+
+/// Whether `recorded` (read from a keys file, which the agent's unprivileged user can
+/// write) is a group of the run whose own key is `own`: every label of `own` with the same
+/// value (job, job id, cluster, static labels), the same run (`slurm_restart_count`
+/// present exactly when `own` has it), plus at most a `locale`. Anything else is refused,
+/// so a tampered file cannot make root delete another job's groups.
+pub fn is_run_group(own: &GroupingKey, recorded: &GroupingKey) -> bool {
+    let same = own.pairs().iter().all(|(k, v)| recorded.get(k) == Some(v));
+    let extra_ok = recorded
+        .pairs()
+        .iter()
+        .all(|(k, _)| own.get(k).is_some() || k == "locale");
+    same && extra_ok
+}
+
+/// Deletes each of `keys` on every listed Pushgateway (a few requests at a time) by
+/// grouping key, never listing, until `deadline`. Returns how many deletes were sent
+/// and the failures.
+pub async fn delete_keys(
+    settings: &Settings,
+    keys: &[GroupingKey],
+    deadline: Instant,
+) -> Result<usize, Vec<String>> {
+    use futures_util::StreamExt;
+    let pgws = pushgateways(settings).map_err(|e| vec![e.to_string()])?;
+    let jobs: Vec<(&Pushgateway, &GroupingKey)> = pgws
+        .iter()
+        .flat_map(|p| keys.iter().map(move |k| (p, k)))
+        .collect();
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(jobs)
+        .map(|(p, k)| async move {
+            p.delete(k, deadline)
+                .await
+                .map_err(|e| format!("{}{}: {e}", p.url(), k.path()))
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let n = results.len();
+    let failed: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if failed.is_empty() {
+        Ok(n)
+    } else {
+        Err(failed)
+    }
 }
 
 /// Every listed Pushgateway (`delete`, `check` and the Slurm backstops act on all).
@@ -111,4 +174,63 @@ async fn delete_job_on(
         deleted += 1;
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(pairs: &[(&str, &str)]) -> GroupingKey {
+        GroupingKey::new(
+            "arkouda",
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn keys_file_round_trip_and_filter() {
+        let dir = std::env::temp_dir().join(format!("apa-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("42.keys");
+        let own = key(&[("slurm_job_id", "42"), ("cluster", "c/1")]);
+        let locale = key(&[("slurm_job_id", "42"), ("cluster", "c/1"), ("locale", "3")]);
+        record_keys(&path, &[own.clone(), locale.clone()]).unwrap();
+        // A last line cut short is skipped.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("[[\"job\",\"ark");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(read_keys(&path).unwrap(), vec![own.clone(), locale.clone()]);
+        // Replaced, not appended.
+        record_keys(&path, std::slice::from_ref(&own)).unwrap();
+        assert_eq!(read_keys(&path).unwrap(), vec![own.clone()]);
+        assert!(is_run_group(&own, &own));
+        assert!(is_run_group(&own, &locale));
+        for other in [
+            key(&[("slurm_job_id", "43"), ("cluster", "c/1")]),
+            key(&[("slurm_job_id", "42"), ("cluster", "c2")]),
+            key(&[("slurm_job_id", "42")]),
+            key(&[
+                ("slurm_job_id", "42"),
+                ("cluster", "c/1"),
+                (RESTART_LABEL, "1"),
+            ]),
+            key(&[
+                ("slurm_job_id", "42"),
+                ("cluster", "c/1"),
+                ("instance", "x"),
+            ]),
+            GroupingKey::new("other", own.pairs()[1..].to_vec()),
+        ] {
+            assert!(!is_run_group(&own, &other), "{other:?}");
+        }
+        // A symlink is not followed.
+        let link = dir.join("43.keys");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(read_keys(&link).is_err());
+        assert!(record_keys(&link, &[]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -107,11 +107,15 @@ fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
         // remote write only) may run beside the one that does.
         let lock = if wiring::pushes_to_pushgateway(settings) {
             let group = groups::grouping_key(settings, job_id).path();
-            let dir = settings
-                .lock_dir
-                .clone()
-                .unwrap_or_else(process::default_lock_dir);
-            Some(process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?)
+            let dir = process::lock_dir(settings.lock_dir.as_deref()).map_err(|e| e.to_string())?;
+            let lock = process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?;
+            // The Epilog deletes the groups recorded here: the job's own from the start
+            // (the Pushgateway sink records per-locale groups as it pushes them). Best
+            // effort: the Epilog also computes the job's own key.
+            if let Some(path) = &settings.keys_file {
+                let _ = groups::record_keys(path, &[groups::grouping_key(settings, job_id)]);
+            }
+            Some(lock)
         } else {
             None
         };

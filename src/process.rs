@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,70 +48,145 @@ fn io_err<'a>(
     }
 }
 
-/// The default directory of lock files: `/run/lock` (shared by every user and not hidden
-/// by a unit's PrivateTmp), else the temp directory.
-pub fn default_lock_dir() -> PathBuf {
-    let run_lock = Path::new("/run/lock");
-    if run_lock.is_dir() {
-        run_lock.to_path_buf()
-    } else {
-        std::env::temp_dir()
+/// The directory of the lock files: `configured` (`lock_dir`), else
+/// `/run/arkouda-push-agent/locks` when `/run/arkouda-push-agent` is this user's (the
+/// Prolog's state directory, owned by the agents' user), else
+/// `$XDG_RUNTIME_DIR/arkouda-push-agent`, else the temp directory. Whichever it is, the
+/// locks only go in a directory that no other user can write to ([`private_dir`]): a lock
+/// another user could create or hold first would keep a job's agent from starting.
+pub fn lock_dir(configured: Option<&Path>) -> Result<PathBuf, ProcessError> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let base = match configured {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let state = Path::new("/run/arkouda-push-agent");
+            let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+            if owned_dir(state, uid) {
+                let locks = state.join("locks");
+                make_dir(&locks)?;
+                locks
+            } else if let Some(x) = xdg.filter(|x| x.is_absolute() && owned_dir(x, uid)) {
+                let d = x.join("arkouda-push-agent");
+                make_dir(&d)?;
+                d
+            } else {
+                std::env::temp_dir()
+            }
+        }
+    };
+    private_dir(&base, uid)
+}
+
+/// A directory (not a symlink) owned by `uid`.
+fn owned_dir(path: &Path, uid: u32) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+}
+
+fn make_dir(path: &Path) -> Result<(), ProcessError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("create the lock directory", path)(e)),
     }
 }
 
-/// The lock file of a group: its URL path, made a file name.
+/// `dir` itself when only `uid` (or root) can write to it; else `dir/arkouda-push-agent-UID`,
+/// created mode 0700, which must be a directory of `uid` that no one else can enter.
+pub fn private_dir(dir: &Path, uid: u32) -> Result<PathBuf, ProcessError> {
+    let meta = std::fs::metadata(dir).map_err(io_err("use the lock directory", dir))?;
+    let owner_ok = meta.uid() == uid || meta.uid() == 0;
+    if meta.is_dir() && owner_ok && meta.mode() & 0o022 == 0 {
+        return Ok(dir.to_path_buf());
+    }
+    let own = dir.join(format!("arkouda-push-agent-{uid}"));
+    make_dir(&own)?;
+    let meta = std::fs::symlink_metadata(&own).map_err(io_err("inspect", &own))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(ProcessError::Io {
+            what: "use the lock directory",
+            path: own,
+            reason: format!(
+                "it is not a directory of uid {uid} (owner uid {}); another user may have made it: set lock_dir to a directory of this user",
+                meta.uid()
+            ),
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod the lock directory", &own))?;
+    }
+    Ok(own)
+}
+
+/// The lock file of a group: the SHA-256 of its full URL path, so that two groups never
+/// share a lock and any label length gives a short file name.
 pub fn lock_path(dir: &Path, group_path: &str) -> PathBuf {
-    let name: String = group_path
-        .trim_start_matches("/metrics/")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_=@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(format!("arkouda-push-agent.{name}.lock"))
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, group_path.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("arkouda-push-agent-{hex}.lock"))
 }
 
 /// An exclusive lock held for the life of the process (the kernel drops it at exit, so a
-/// killed agent never leaves a stale lock).
+/// killed agent never leaves a stale lock). Its file is removed when the lock is dropped.
 pub struct GroupLock {
-    // Held, never read: the lock lives as long as this descriptor.
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 impl GroupLock {
+    /// Takes the lock of `group_path` in `dir` (from [`lock_dir`]).
     pub fn acquire(dir: &Path, group_path: &str) -> Result<GroupLock, ProcessError> {
         let path = lock_path(dir, group_path);
-        // Readable by all, so another user's agent for the same job can see the holder.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .or_else(|_| File::open(&path))
-            .map_err(io_err("open the lock file", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(ProcessError::Locked {
-                    pid: pid.trim().to_string(),
-                    group: group_path.to_string(),
-                    lock: path,
-                });
+        // A holder removes the file as it exits: a lock taken on a file that is no longer
+        // the one at `path` is worthless, so take it again on the new one.
+        for _ in 0..20 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(io_err("open the lock file", &path))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = (&mut file).take(4096).read_to_string(&mut holder);
+                    return Err(ProcessError::Locked {
+                        pid: holder.lines().next().unwrap_or_default().trim().to_string(),
+                        group: group_path.to_string(),
+                        lock: path,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+            let same = match (file.metadata(), std::fs::symlink_metadata(&path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            // Record the holder and its group, for the next agent's message.
+            let _ = file.set_len(0);
+            let _ = write!(file, "{}\n{group_path}\n", std::process::id());
+            return Ok(GroupLock { file, path });
         }
-        // Record the holder (best effort: a read-only open cannot, and need not).
-        let _ = file.set_len(0);
-        let _ = write!(file, "{}", std::process::id());
-        Ok(GroupLock { _file: file })
+        Err(ProcessError::Io {
+            what: "lock",
+            path,
+            reason: "the lock file kept changing under us".into(),
+        })
+    }
+}
+
+impl Drop for GroupLock {
+    fn drop(&mut self) {
+        // Removed while still held: whoever opened it meanwhile sees it is gone and retries.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 
@@ -236,31 +311,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_names_are_file_names() {
-        let p = lock_path(
-            Path::new("/run/lock"),
+    fn lock_names_never_collide_and_stay_short() {
+        let dir = Path::new("/run/x");
+        let a = lock_path(
+            dir,
             "/metrics/job/arkouda/slurm_job_id/42/instance@base64/YS9i",
         );
-        assert_eq!(
-            p,
-            PathBuf::from("/run/lock/arkouda-push-agent.job_arkouda_slurm_job_id_42_instance@base64_YS9i.lock")
+        let b = lock_path(dir, "/metrics/job/arkouda/slurm_job_id/42/instance/a_b");
+        // The old names mapped both `a/b` (base64) and `a_b` to one file: not any more.
+        assert_ne!(a, b);
+        let long = format!(
+            "/metrics/job/arkouda/slurm_job_id/42/x/{}",
+            "v".repeat(5000)
         );
+        let l = lock_path(dir, &long);
+        assert!(l.file_name().unwrap().len() < 100, "{l:?}");
+        assert_eq!(l.parent(), Some(dir));
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("apa-lock-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 
     #[test]
-    fn second_lock_is_refused_with_the_holder() {
-        let dir = std::env::temp_dir();
-        let group = format!("/metrics/job/test/slurm_job_id/lock-{}", std::process::id());
-        let first = GroupLock::acquire(&dir, &group).unwrap();
-        let err = GroupLock::acquire(&dir, &group).err().unwrap().to_string();
+    fn second_lock_is_refused_with_the_holder_and_nothing_is_left() {
+        let dir = scratch("second");
+        let group = "/metrics/job/test/slurm_job_id/lock";
+        let first = GroupLock::acquire(&dir, group).unwrap();
+        let err = GroupLock::acquire(&dir, group).err().unwrap().to_string();
         assert!(
             err.starts_with(&format!("another agent (pid {})", std::process::id())),
             "{err}"
         );
+        // Another group: its own lock.
+        let other = GroupLock::acquire(&dir, "/metrics/job/test/slurm_job_id/lock2").unwrap();
         drop(first);
-        let again = GroupLock::acquire(&dir, &group);
+        drop(other);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "lock files left"
+        );
+        let again = GroupLock::acquire(&dir, group);
         assert!(again.is_ok());
-        let _ = std::fs::remove_file(lock_path(&dir, &group));
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_not_used_as_is() {
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = scratch("shared");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let got = private_dir(&dir, uid).unwrap();
+        assert_eq!(got, dir.join(format!("arkouda-push-agent-{uid}")));
+        let mode = std::fs::metadata(&got).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A private directory is used as it is.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(private_dir(&dir, uid).unwrap(), dir);
+        // A symlink planted in place of the private directory is refused.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::remove_dir(&got).unwrap();
+        std::os::unix::fs::symlink("/", &got).unwrap();
+        assert!(private_dir(&dir, uid).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -305,13 +305,15 @@ pub fn ours<'a>(
     label("slurm_job_id")
 }
 
-/// The labels in the agent's order (`slurm_job_id`, `cluster`, then the rest by name), so
+/// The labels in the agent's order (`slurm_job_id`, `cluster`, `slurm_restart_count`, then
+/// the rest by name), so
 /// that a printed group path reads as the agent's own; the Pushgateway lists them sorted.
 pub fn agent_order(mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
     let rank = |k: &str| match k {
         "slurm_job_id" => 0,
         "cluster" => 1,
-        _ => 2,
+        crate::groups::RESTART_LABEL => 2,
+        _ => 3,
     };
     labels.sort_by(|a, b| (rank(&a.0), &a.0).cmp(&(rank(&b.0), &b.0)));
     labels

@@ -43,6 +43,7 @@ pub fn sinks(
             key.clone(),
             settings.layout,
             settings.gzip_threshold,
+            settings.keys_file.clone(),
             counters.clone(),
         )));
     }

@@ -352,7 +352,7 @@ fn installed_hooks_lifecycle(uid: u32) {
     let mut config = original.clone();
     for (from, to) in [
         (
-            "pushgateway = \"http://127.0.0.1:9091\"",
+            "# pushgateway = \"http://pushgateway.example.org:9091\"",
             format!("pushgateway = \"{}\"", pg.url),
         ),
         ("interval = \"5s\"", "interval = \"300ms\"".to_string()),

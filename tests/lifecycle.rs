@@ -375,7 +375,7 @@ fn second_agent_for_a_group_refuses() {
     );
     let mut second_server = args.clone();
     second_server.extend(["--labels", "instance=b"]);
-    let _second = spawn_agent(&second_server);
+    let mut second = spawn_agent(&second_server);
     eventually(Duration::from_secs(10), "two groups of the job", || {
         let n = pg.job_groups("lock").len();
         if n == 2 {
@@ -384,6 +384,15 @@ fn second_agent_for_a_group_refuses() {
             Err(n.to_string())
         }
     });
+    // Two groups, two locks; both files gone once their agents have stopped cleanly.
+    let locks = || std::fs::read_dir(&dir.0).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(locks(), 2);
+    let mut first = first;
+    for a in [&mut first, &mut second] {
+        a.signal("TERM");
+        assert!(a.wait_exit(Duration::from_secs(10)).success());
+    }
+    assert_eq!(locks(), 0, "lock files left behind");
 }
 
 /// Kills a process by pid when dropped (for a daemon that is no child of the test).

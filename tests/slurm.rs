@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use arkouda_push_agent::slurm::actions::is_agent_of;
 use common::*;
-use slurm_cluster::{kill9, mkdir, processes, require, write_file, Hooks, ProcInfo, SlurmCluster};
+use slurm_cluster::{
+    kill9, mkdir, processes, require, write_file, Hooks, ProcInfo, Site, SlurmCluster,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const NOBODY_UID: u32 = 65534;
@@ -564,7 +566,7 @@ fn agent_killed_epilog_backstop(c: &Cluster) {
     let log = c.hook_log(&job.id, "epilog");
     assert!(log.contains("the pid file names no running agent"), "{log}");
     assert!(
-        log.contains("backstop delete done") && log.contains("deleted=1"),
+        log.contains("backstop delete done (by grouping key)"),
         "{log}"
     );
     c.wait_hook_line(&job.id, "epilog-slurmctld", "skipped by the test wrapper");
@@ -585,7 +587,10 @@ fn node_epilog_missing_ctld_backstop(c: &Cluster) {
     assert_eq!(end.rc, Some(0), "{log}");
     assert!(end.ms < 6000, "EpilogSlurmctld took {} ms", end.ms);
     c.pg.wait_gone(&job.id, Duration::from_secs(5));
-    assert!(log.contains("deleted=1"), "{log}");
+    assert!(
+        log.contains("backstop delete done (by grouping key)"),
+        "{log}"
+    );
 }
 
 /// Jobs the site's rule does not select: no agent, nothing pushed, the server never polled.
@@ -1045,10 +1050,20 @@ fn systemd_units_verify_without_output() {
     let dir = unit_dir();
     let template = std::fs::read_to_string(dir.path("arkouda-push-agent@.service")).unwrap();
     assert!(template.contains("EnvironmentFile=/run/arkouda-push-agent/%i.env"));
-    assert!(template.contains("--job-id %i"));
+    // The instance is the run id (`42`, `42.r1`): the job id and run come from the file.
+    assert!(template.contains(
+        "--job-id ${ARKOUDA_PUSH_AGENT_JOB_ID} --restart-count ${ARKOUDA_PUSH_AGENT_RESTART_COUNT}"
+    ));
+    // /run read-only but for the agent's locks and its own keys file.
+    assert!(template.contains("ReadOnlyPaths=/run\n"));
+    assert!(template.contains(
+        "ReadWritePaths=-/run/arkouda-push-agent/locks -/run/arkouda-push-agent/%i.keys\n"
+    ));
+    assert!(!template.contains("/run/lock"));
     // A template is checked as one of its instances.
     for unit in [
         "arkouda-push-agent@4242.service",
+        "arkouda-push-agent@4242.r1.service",
         "arkouda-push-agent.service",
         "arkouda-push-agent-sweep.service",
         "arkouda-push-agent-sweep.timer",
@@ -1103,4 +1118,992 @@ fn systemd_units_exposure_at_most_2() {
             });
         assert!(score <= 2.0, "{unit}: exposure {score} > 2.0\n{text}");
     }
+}
+
+// ------------------------------------------------------------------------------------
+// A cluster in the shape of a site: three compute nodes (each slurmd in a mount namespace
+// of its own, with a private /run and /etc/hosts), PrivateData=jobs, a Hidden and an
+// AllowGroups partition, and a second cluster on the same Pushgateway. The scenarios run
+// one after another (a node crash must not hit another scenario's job) and print their
+// figures. Assertions are on what the Pushgateway holds (read from its /metrics, which its
+// request counter leaves out, so that the counter shows every listing of the groups) and
+// on which processes run in which node's namespace.
+
+const SITE_NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+fn key_of(cluster: &str, id: &str, run: u32) -> BTreeMap<String, String> {
+    let mut k = labels(&[
+        ("job", "arkouda"),
+        ("slurm_job_id", id),
+        ("cluster", cluster),
+    ]);
+    if run > 0 {
+        k.insert("slurm_restart_count".into(), run.to_string());
+    }
+    k
+}
+
+/// Watches groups from another thread (every 50 ms) and counts the samples where one was
+/// missing: "never missing while it runs".
+struct Watch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Watch {
+    fn start(pg_url: String, keys: Vec<BTreeMap<String, String>>) -> Watch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let pg_like = PgUrl(pg_url);
+            let mut samples = 0;
+            let mut missing = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                let groups = pg_like.groups();
+                samples += 1;
+                for k in &keys {
+                    if !groups.contains(k) {
+                        missing.push(format!("{k:?} at sample {samples}"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (samples, missing)
+        });
+        Watch {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops watching; panics if a group was ever missing.
+    fn finish(mut self, what: &str) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let (samples, missing) = self.handle.take().unwrap().join().unwrap();
+        assert!(
+            missing.is_empty(),
+            "{what}: a running job's group was missing in {} of {samples} samples: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        samples
+    }
+}
+
+/// The shared Pushgateway by its URL, read through `GET /metrics` only: its own request
+/// counter leaves that out, so the counter shows every listing (`GET /api/v1/metrics`).
+struct PgUrl(String);
+
+impl PgUrl {
+    fn has(&self, key: &BTreeMap<String, String>) -> bool {
+        self.groups().contains(key)
+    }
+
+    /// `GET /api/v1/metrics` requests the Pushgateway has answered (its own counter).
+    fn listings(&self) -> u64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.0))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("pushgateway_http_requests_total{")
+                    && l.contains("handler=\"api/v1/metrics\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// The groups (grouping labels, one `push_time_seconds` each) held.
+    fn groups(&self) -> Vec<BTreeMap<String, String>> {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.0))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("push_time_seconds{"))
+            .filter_map(|l| l.split_once('}'))
+            .map(|(labels, _)| {
+                labels
+                    .split("\",")
+                    .filter_map(|kv| kv.split_once("=\""))
+                    .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+                    .filter(|(k, _)| k != "instance")
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// One cluster of the site, with its hook wrappers and configs.
+struct SiteCluster {
+    slurm: SlurmCluster,
+    pg_url: String,
+}
+
+impl std::ops::Deref for SiteCluster {
+    type Target = SlurmCluster;
+
+    fn deref(&self) -> &SlurmCluster {
+        &self.slurm
+    }
+}
+
+impl SiteCluster {
+    /// `nodes` empty: one node in this machine's namespace, whose /run is the machine's, so
+    /// the state and lock directories are the cluster's own instead of the defaults.
+    fn start(name: &str, site: Site, pg: &Pushgateway) -> SiteCluster {
+        let w = SlurmCluster::prepare_dir();
+        let p = |s: &str| w.path(s);
+        for d in ["hooks", "config", "env", "skip-once"] {
+            mkdir(&p(d), 0o755);
+        }
+        mkdir(&p("locks"), 0o1777);
+        for (from, to) in [(AGENT, "arkouda-push-agent"), (SIM, "arkouda-sim")] {
+            std::fs::copy(from, p(&format!("bin/{to}"))).expect("copy binary");
+            std::fs::set_permissions(
+                p(&format!("bin/{to}")),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
+        let places = if site.nodes.is_empty() {
+            format!(
+                "lock_dir = \"{}\"\n[slurm]\nstate_dir = \"{}\"\n",
+                p("locks").display(),
+                p("agents").display()
+            )
+        } else {
+            // The defaults: /run/arkouda-push-agent (and its locks) in each node's own /run.
+            "[slurm]\n".to_string()
+        };
+        write_file(
+            &p("config/site.toml"),
+            &format!(
+                "pushgateway = \"{}\"\ninterval = \"300ms\"\n{places}run_as = \"nobody\"\n",
+                pg.url
+            ),
+            0o644,
+        );
+        // The sweep's config: the cluster is learned from Slurm; a short grace.
+        write_file(
+            &p("config/sweep.toml"),
+            &format!(
+                "pushgateway = \"{}\"\ngrace = \"1s\"\nsqueue_timeout = \"20s\"\n",
+                pg.url
+            ),
+            0o644,
+        );
+        for hook in ["prolog", "epilog", "epilog-slurmctld"] {
+            let wrapper = format!(
+                r#"#!/bin/bash
+set -f
+export ARKOUDA_PUSH_AGENT_BIN={w}/bin/arkouda-push-agent
+export ARKOUDA_PUSH_AGENT_CONFIG={w}/config/site.toml
+export ARKOUDA_PUSH_AGENT_HOOK_LOG={w}/hooks-${{SLURMD_NODENAME:-ctld}}.log
+# What the controller has in its default place; EpilogSlurmctld's environment lacks it.
+export SLURM_CONF=${{SLURM_CONF:-{w}/etc/slurm.conf}}
+env >{w}/env/{hook}-$SLURM_JOB_ID-${{SLURMD_NODENAME:-ctld}}-${{SLURM_JOB_RESTART_COUNT:-0}}
+# A one-shot skip: this hook of this job does nothing once (a late hook, replayed later).
+once={w}/skip-once/{hook}-$SLURM_JOB_ID
+if [ -e $once ]; then
+    rm -f $once
+    echo "test arkouda-push-agent[$SLURM_JOB_ID] {hook}: skipped once by the test wrapper" >>$ARKOUDA_PUSH_AGENT_HOOK_LOG
+    exit 0
+fi
+for word in ${{SLURM_JOB_COMMENT//,/ }}; do
+    case $word in
+    apa-port=*) export ARKOUDA_PUSH_AGENT_METRICS_PORT=${{word#apa-port=}} ;;
+    apa-skip={hook})
+        echo "test arkouda-push-agent[$SLURM_JOB_ID] {hook}: skipped by the test wrapper" >>$ARKOUDA_PUSH_AGENT_HOOK_LOG
+        exit 0 ;;
+    esac
+done
+exec {repo}/slurm/{hook}.sh
+"#,
+                w = w.0.display(),
+                repo = REPO,
+            );
+            write_file(&p(&format!("hooks/{hook}")), &wrapper, 0o755);
+        }
+        let hook = |h: &str| Some(format!("{}/hooks/{h}", w.0.display()));
+        let hooks = Hooks {
+            prolog: hook("prolog"),
+            epilog: hook("epilog"),
+            epilog_slurmctld: hook("epilog-slurmctld"),
+        };
+        SiteCluster {
+            slurm: SlurmCluster::start_site(w, name, &hooks, site),
+            pg_url: pg.url.clone(),
+        }
+    }
+
+    /// A job on `nodes` nodes whose batch script (on its first node) runs the simulator as
+    /// locale 0 of a `locales`-locale server, bound to the first node's own address, until
+    /// its stop file exists.
+    fn sim_job(&self, name: &str, nodes: usize, extra: &str, args: &[&str]) -> SimJob {
+        let port = free_port();
+        let stop = self.path(&format!("jobs/{name}.stop"));
+        let replies = self.path(&format!("jobs/{name}.replies"));
+        let bind = if self.site.nodes.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            // The first node's address, as its /etc/hosts says: getent in the job.
+            "$(getent hosts $SLURMD_NODENAME | cut -d' ' -f1)".to_string()
+        };
+        let script = format!(
+            r#"#!/bin/bash
+echo "$SLURMD_NODENAME $(readlink /proc/self/ns/mnt) restart=${{SLURM_RESTART_COUNT:-0}}" >>{replies}.where
+{w}/bin/arkouda-sim --bind {bind} --metrics-port {port} --locales 3 --reply-log {replies} &
+sim=$!
+trap 'kill -TERM $sim 2>/dev/null; wait $sim; exit 143' TERM
+while [ ! -e {stop} ]; do sleep 0.1; done
+kill -TERM $sim
+wait $sim
+exit 0
+"#,
+            w = self.w.0.display(),
+            replies = replies.display(),
+            stop = stop.display(),
+        );
+        let mut all: Vec<String> = vec![
+            format!("-N{nodes}"),
+            format!("--comment=arkouda-metrics,apa-port={port}{extra}"),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let id = self.slurm.submit(name, &script, &all);
+        SimJob { id, stop, replies }
+    }
+
+    /// The hook log lines of job `id`'s `hook` on `node` (`ctld` for the controller's).
+    fn hook_lines(&self, node: &str, id: &str, hook: &str) -> Vec<String> {
+        let tag = format!("arkouda-push-agent[{id}] {hook}: ");
+        std::fs::read_to_string(self.path(&format!("hooks-{node}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The `end rc=… after MS ms` lines of a hook on a node: (rc, ms) each.
+    fn hook_ends(&self, node: &str, id: &str, hook: &str) -> Vec<(Option<i32>, u64)> {
+        self.hook_lines(node, id, hook)
+            .iter()
+            .filter_map(|l| l.split(&format!("{hook}: end rc=")).nth(1))
+            .map(|rest| {
+                let mut w = rest.split_whitespace();
+                let rc = w.next().and_then(|r| r.parse().ok());
+                let ms = w.nth(1).and_then(|m| m.parse().ok()).unwrap_or(u64::MAX);
+                (rc, ms)
+            })
+            .collect()
+    }
+
+    fn wait_hook_ends(
+        &self,
+        node: &str,
+        id: &str,
+        hook: &str,
+        n: usize,
+    ) -> Vec<(Option<i32>, u64)> {
+        eventually(HOOK_DONE, &format!("{hook} of job {id} on {node}"), || {
+            let ends = self.hook_ends(node, id, hook);
+            if ends.len() >= n {
+                Ok(ends)
+            } else {
+                Err(self.hook_lines(node, id, hook).join("\n"))
+            }
+        })
+    }
+
+    /// The agents of job `id` and the node each runs on.
+    fn agents(&self, id: &str) -> Vec<(ProcInfo, Option<String>)> {
+        agents_of(id)
+            .into_iter()
+            .map(|p| {
+                let node = self.slurm.node_of(p.pid);
+                (p, node)
+            })
+            .collect()
+    }
+
+    fn wait_group(&self, key: &BTreeMap<String, String>, limit: Duration) -> Duration {
+        let t = Instant::now();
+        let pg = PgUrl(self.pg_url.clone());
+        eventually(limit, &format!("group {key:?}"), || {
+            if pg.groups().contains(key) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", pg.groups()))
+            }
+        });
+        t.elapsed()
+    }
+
+    fn wait_no_group(&self, key: &BTreeMap<String, String>, limit: Duration) -> Duration {
+        let t = Instant::now();
+        let pg = PgUrl(self.pg_url.clone());
+        eventually(limit, &format!("group {key:?} to be gone"), || {
+            if pg.groups().contains(key) {
+                Err("still there".into())
+            } else {
+                Ok(())
+            }
+        });
+        t.elapsed()
+    }
+
+    /// `arkouda-push-agent sweep` as `uid` (65534: the package's unprivileged user; 0 root).
+    fn sweep(&self, uid: u32) -> String {
+        let mut cmd = Command::new(self.path("bin/arkouda-push-agent"));
+        cmd.args(["sweep", "--config"])
+            .arg(self.path("config/sweep.toml"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("SLURM_CONF", &self.conf)
+            .current_dir("/");
+        if uid != 0 {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+        }
+        let out = cmd.output().expect("sweep");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "sweep as uid {uid}: {text}");
+        text
+    }
+
+    /// Runs a hook by hand on `node` (its mount namespace; `ctld`: the controller's) with
+    /// the environment slurmd or slurmctld gave it for job `id`'s run `run`: what a late
+    /// hook of an earlier run does when newer Slurm has already restarted the job.
+    fn replay_hook(&self, node: &str, id: &str, hook: &str, run: u32) -> (bool, String) {
+        let env_file = self.path(&format!("env/{hook}-{id}-{node}-{run}"));
+        let env = std::fs::read_to_string(&env_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", env_file.display()));
+        let mut cmd = if node == "ctld" {
+            Command::new(self.path(&format!("hooks/{hook}")))
+        } else {
+            let pid = self.slurm.slurmd_pid(node).expect("the node's slurmd");
+            let mut c = Command::new("/usr/bin/nsenter");
+            c.args(["-t", &pid.to_string(), "-m", "--"])
+                .arg(self.path(&format!("hooks/{hook}")));
+            c
+        };
+        cmd.env_clear();
+        for line in env.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.starts_with("SLURM") {
+                    cmd.env(k, v);
+                }
+            }
+        }
+        let out = cmd.output().expect("replay hook");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn wait_idle(&self) {
+        eventually(Duration::from_secs(60), "every node idle", || {
+            let (_, out) = self.slurm("/usr/bin/sinfo", &["-h", "-N", "-o", "%N %T"]);
+            let idle = out.lines().filter(|l| l.ends_with(" idle")).count();
+            if idle >= self.site.nodes.len().max(1) {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        });
+    }
+}
+
+/// Figures of one scenario, printed at the end.
+type Figures = Vec<(String, String)>;
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+/// A 3-node opted-in job: every Prolog exits 0; exactly one agent, on the first node; its
+/// group with every locale; gone within 5 s of the job's end; no agent left on any node.
+fn site_three_nodes(ctx: &mut SiteCtx, f: &mut Figures) {
+    let (a, pg) = (&ctx.alpha, &ctx.pg);
+    let job = a.sim_job("three", 3, "", &["--no-requeue"]);
+    let key = key_of(&a.name, &job.id, 0);
+    a.wait_group(&key, JOB_START);
+    for n in SITE_NODES {
+        let ends = a.wait_hook_ends(n, &job.id, "prolog", 1);
+        assert_eq!(ends[0].0, Some(0), "prolog on {n}");
+        assert!(ends[0].1 < 5000, "prolog on {n}: {} ms", ends[0].1);
+        f.push((format!("prolog on {n}"), format!("{} ms", ends[0].1)));
+    }
+    let agents = eventually(Duration::from_secs(5), "one agent", || {
+        match a.agents(&job.id).as_slice() {
+            [one] => Ok(one.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(agents.1.as_deref(), Some("n1"), "the agent's node");
+    assert_eq!(agents.0.uid, NOBODY_UID);
+    // The batch script, hence the server, on n1 too.
+    let wh = std::fs::read_to_string(job.replies.with_extension("replies.where")).unwrap();
+    assert!(wh.starts_with("n1 "), "{wh}");
+    // The group with every locale (the simulator's three), read from the listing once.
+    let g = eventually(Duration::from_secs(20), "3 locales", || {
+        let mine: Vec<Group> = pg
+            .job_groups(&job.id)
+            .into_iter()
+            .filter(|g| g.labels.get("cluster") == Some(&a.name))
+            .collect();
+        match mine.as_slice() {
+            [g] if g.value("arkouda_locales", &[]) == Some(3.0)
+                && g.value("arkouda_up", &[]) == Some(1.0) =>
+            {
+                Ok(g.clone())
+            }
+            other => Err(format!(
+                "{:?}",
+                other.iter().map(|g| &g.labels).collect::<Vec<_>>()
+            )),
+        }
+    });
+    assert_eq!(g.all("arkouda_locale_info").len(), 3);
+    // The agent's lock, in its node's private /run, under the package's default path.
+    let locks = std::fs::read_dir(format!(
+        "/proc/{}/root/run/arkouda-push-agent/locks",
+        agents.0.pid
+    ))
+    .map(|d| d.count())
+    .unwrap_or(0);
+    assert_eq!(
+        locks, 1,
+        "one lock file in n1's /run/arkouda-push-agent/locks"
+    );
+    let end = Instant::now();
+    job.finish();
+    let gone = a.wait_no_group(&key, Duration::from_secs(5));
+    f.push((
+        "group gone after the job's end".into(),
+        ms(end.elapsed().min(gone)),
+    ));
+    for n in SITE_NODES {
+        let ends = a.wait_hook_ends(n, &job.id, "epilog", 1);
+        assert_eq!(ends[0].0, Some(0), "epilog on {n}");
+        f.push((format!("epilog on {n}"), format!("{} ms", ends[0].1)));
+    }
+    let ctld = a.wait_hook_ends("ctld", &job.id, "epilog-slurmctld", 1);
+    f.push(("EpilogSlurmctld".into(), format!("{} ms", ctld[0].1)));
+    assert!(a.agents(&job.id).is_empty(), "no agent left on any node");
+    // Nothing left behind in n1's /run: no lock, no pid, env or keys file.
+    let ns_pid = a.slurmd_pid("n1").unwrap();
+    let left: Vec<String> =
+        std::fs::read_dir(format!("/proc/{ns_pid}/root/run/arkouda-push-agent"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "locks")
+                    .collect()
+            })
+            .unwrap_or_default();
+    assert!(left.is_empty(), "files left in n1's state dir: {left:?}");
+    let locks_left = std::fs::read_dir(format!("/proc/{ns_pid}/root/run/arkouda-push-agent/locks"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(locks_left, 0, "lock files left");
+}
+
+/// The first node crashes mid-job (every process of its namespace SIGKILLed, the agent
+/// and the server with it): EpilogSlurmctld deletes the group by its key.
+fn site_first_node_crash(ctx: &mut SiteCtx, f: &mut Figures) {
+    let a = &mut ctx.alpha;
+    let job = a.sim_job("crash", 3, "", &["--no-requeue"]);
+    let key = key_of(&a.name, &job.id, 0);
+    a.wait_group(&key, JOB_START);
+    let (agent, node) = eventually(Duration::from_secs(5), "the agent", || {
+        match a.agents(&job.id).as_slice() {
+            [one] => Ok(one.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(node.as_deref(), Some("n1"));
+    let crashed = Instant::now();
+    let killed = a.slurm.crash_node("n1");
+    assert!(killed >= 3, "slurmd, the steps, the agent: {killed} killed");
+    assert!(!slurm_cluster::processes()
+        .iter()
+        .any(|p| p.pid == agent.pid));
+    // The group stays until the controller learns the node is gone and ends the job.
+    assert!(a.pg().has(&key), "a killed agent leaves its group");
+    let state = a.wait_state(
+        &job.id,
+        &["NODE_FAIL", "FAILED", "CANCELLED"],
+        Duration::from_secs(60),
+    );
+    let ended = crashed.elapsed();
+    let gone = a.wait_no_group(&key, Duration::from_secs(10));
+    let ctld = a.wait_hook_ends("ctld", &job.id, "epilog-slurmctld", 1);
+    assert_eq!(ctld[0].0, Some(0));
+    f.push(("job state".into(), state));
+    f.push(("crash to job end (Slurm's node timeout)".into(), ms(ended)));
+    f.push(("job end to group gone".into(), ms(gone)));
+    f.push(("EpilogSlurmctld".into(), format!("{} ms", ctld[0].1)));
+    let log = a.hook_lines("ctld", &job.id, "epilog-slurmctld").join("\n");
+    assert!(
+        log.contains("backstop delete done (by grouping key)"),
+        "{log}"
+    );
+    a.slurm.restart_node("n1");
+    a.wait_idle();
+}
+
+impl SiteCluster {
+    fn pg(&self) -> PgUrl {
+        PgUrl(self.pg_url.clone())
+    }
+}
+
+/// The site: its Pushgateway, the three-node cluster `alpha` (PrivateData=jobs, Hidden and
+/// AllowGroups partitions) and, once a scenario starts it, the one-node cluster `beta`.
+struct SiteCtx {
+    /// Declared first: dropped first, so their Epilogs reach the Pushgateway.
+    alpha: SiteCluster,
+    beta: Option<SiteCluster>,
+    pg: Pushgateway,
+}
+
+/// Requeue while running: the job keeps its id; its second run pushes a group of its own
+/// (slurm_restart_count="1"), which is never missing while it runs, even when the first
+/// run's Epilog and EpilogSlurmctld come late, after the second run has started on the
+/// same node, as newer Slurm's expedited requeue allows (here: both skipped once at the
+/// requeue, then replayed with the environment Slurm gave them). Slurm 22.05 already shows
+/// the first run's epilogs the next run's restart count.
+fn site_requeue(ctx: &mut SiteCtx, f: &mut Figures) {
+    let a = &ctx.alpha;
+    let job = a.sim_job("requeue", 1, "", &["--requeue"]);
+    let first = key_of(&a.name, &job.id, 0);
+    let second = key_of(&a.name, &job.id, 1);
+    a.wait_group(&first, JOB_START);
+    let node = a.job_field(&job.id, "BatchHost");
+    let run0_agent = eventually(Duration::from_secs(5), "the first run's agent", || match a
+        .agents(&job.id)
+        .as_slice()
+    {
+        [one] => Ok(one.0.pid),
+        other => Err(format!("{other:?}")),
+    });
+    for hook in ["epilog", "epilog-slurmctld"] {
+        write_file(&a.path(&format!("skip-once/{hook}-{}", job.id)), "", 0o644);
+    }
+    let t = Instant::now();
+    let (ok, out) = a.slurm("/usr/bin/scontrol", &["requeue", &job.id]);
+    assert!(ok, "scontrol requeue: {out}");
+    // Slurm 22.05 holds a requeued job for a while (BeginTime): let it go at once, as
+    // newer Slurm's expedited requeue would.
+    eventually(Duration::from_secs(60), "the job to run again", || {
+        let s = a.job_field(&job.id, "JobState");
+        if s == "RUNNING" && a.job_field(&job.id, "Restarts") == "1" {
+            return Ok(());
+        }
+        if s == "PENDING" {
+            let _ = a.slurm(
+                "/usr/bin/scontrol",
+                &["update", &format!("jobid={}", job.id), "starttime=now"],
+            );
+        }
+        Err(format!(
+            "{s} reason {} begin {}",
+            a.job_field(&job.id, "Reason"),
+            a.job_field(&job.id, "StartTime")
+        ))
+    });
+    a.wait_group(&second, JOB_START);
+    f.push(("requeue to the second run's group".into(), ms(t.elapsed())));
+    let run1_agent = eventually(Duration::from_secs(5), "the second run's agent", || {
+        let agents = a.agents(&job.id);
+        agents
+            .iter()
+            .find(|p| {
+                p.0.argv
+                    .windows(2)
+                    .any(|w| w[0] == "--restart-count" && w[1] == "1")
+            })
+            .map(|p| p.0.pid)
+            .ok_or(format!("{agents:?}"))
+    });
+    assert_eq!(a.slurm.node_of(run1_agent).as_deref(), Some(node.as_str()));
+    let watch = Watch::start(a.pg_url.clone(), vec![second.clone()]);
+    // The first run's hooks, late, with what Slurm gave them (restart count already 1).
+    let env0 = std::fs::read_to_string(a.path(&format!("env/epilog-{}-{node}-1", job.id)))
+        .unwrap_or_default();
+    assert!(env0.contains("SLURM_JOB_RESTART_COUNT=1"), "{env0}");
+    let (ok, err) = a.replay_hook(&node, &job.id, "epilog", 1);
+    assert!(ok, "{err}");
+    let (ok, err) = a.replay_hook("ctld", &job.id, "epilog-slurmctld", 1);
+    assert!(ok, "{err}");
+    // They ended the first run: its agent and its group.
+    a.wait_no_group(&first, Duration::from_secs(5));
+    assert!(
+        !slurm_cluster::processes()
+            .iter()
+            .any(|p| p.pid == run0_agent),
+        "the first run's agent still runs"
+    );
+    let out = a.sweep(0);
+    assert!(
+        out.contains(&format!("job {} is still in Slurm", job.id)),
+        "{out}"
+    );
+    let log = a.hook_lines("ctld", &job.id, "epilog-slurmctld").join("\n");
+    assert!(log.contains("runs=[0] next_running=true"), "{log}");
+    // A few more of the second run's pushes.
+    std::thread::sleep(Duration::from_millis(1000));
+    let samples = watch.finish("requeue");
+    f.push((
+        "samples of the second run's group, none missing".into(),
+        samples.to_string(),
+    ));
+    assert!(
+        slurm_cluster::processes()
+            .iter()
+            .any(|p| p.pid == run1_agent),
+        "the first run's hooks stopped the second run's agent"
+    );
+    let end = Instant::now();
+    job.finish();
+    a.wait_no_group(&second, Duration::from_secs(5));
+    f.push((
+        "second run's group gone after its end".into(),
+        ms(end.elapsed()),
+    ));
+    eventually(Duration::from_secs(10), "no agent", || {
+        if a.agents(&job.id).is_empty() {
+            Ok(())
+        } else {
+            Err("agents".into())
+        }
+    });
+}
+
+/// The sweep every "minute" (here every second or so) as the package's user under
+/// PrivateData=jobs, with jobs in a Hidden and an AllowGroups partition: no running job's
+/// group is ever missing; an ended job's group goes once its lease is `grace` old. As root
+/// (a full view) an ended job's group goes at once.
+fn site_sweep_policies(ctx: &mut SiteCtx, f: &mut Figures) {
+    let a = &ctx.alpha;
+    let hidden = a.sim_job("sweep-hidden", 1, "", &["--partition=hidden"]);
+    let restricted = a.sim_job("sweep-restricted", 1, "", &["--partition=restricted"]);
+    let plain = a.sim_job("sweep-plain", 1, "", &[]);
+    // Two jobs that end leaving their groups (agent killed, both Epilogs skipped).
+    let orphan1 = a.sim_job(
+        "sweep-orphan1",
+        1,
+        ",apa-skip=epilog,apa-skip=epilog-slurmctld",
+        &[],
+    );
+    let orphan2 = a.sim_job(
+        "sweep-orphan2",
+        1,
+        ",apa-skip=epilog,apa-skip=epilog-slurmctld",
+        &[],
+    );
+    let running: Vec<_> = [&hidden, &restricted, &plain]
+        .iter()
+        .map(|j| key_of(&a.name, &j.id, 0))
+        .collect();
+    for k in running.iter() {
+        a.wait_group(k, JOB_START);
+    }
+    for o in [&orphan1, &orphan2] {
+        a.wait_group(&key_of(&a.name, &o.id, 0), JOB_START);
+        for (p, _) in a.agents(&o.id) {
+            kill9(p.pid);
+        }
+        o.finish();
+        a.wait_state(&o.id, &["COMPLETED"], HOOK_DONE);
+    }
+    // What nobody sees: no job of root's (PrivateData=jobs).
+    let (_, seen) = {
+        let out = Command::new("/usr/bin/setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/squeue",
+                "-h",
+                "--all",
+                "-o",
+                "%i",
+            ])
+            .env("SLURM_CONF", &a.conf)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(
+        seen.trim().is_empty(),
+        "nobody sees jobs under PrivateData=jobs: {seen}"
+    );
+    let watch = Watch::start(a.pg_url.clone(), running.clone());
+    let o1 = key_of(&a.name, &orphan1.id, 0);
+    let o2 = key_of(&a.name, &orphan2.id, 0);
+    let t = Instant::now();
+    let mut sweeps = 0;
+    let mut first_out = String::new();
+    // Sweeps as nobody until the ended jobs' groups are gone (lease 1.2 s + grace 1 s).
+    eventually(
+        Duration::from_secs(30),
+        "the ended jobs' groups gone by lease",
+        || {
+            let out = a.sweep(NOBODY_UID);
+            sweeps += 1;
+            if first_out.is_empty() {
+                first_out = out.clone();
+            }
+            if a.pg().has(&o1) || a.pg().has(&o2) {
+                Err(out)
+            } else {
+                Ok(())
+            }
+        },
+    );
+    assert!(
+        first_out.contains("a partial view: PrivateData=jobs"),
+        "{first_out}"
+    );
+    assert!(
+        first_out.contains(&format!("cluster `{}` (Slurm's ClusterName)", a.name)),
+        "{first_out}"
+    );
+    f.push((
+        "sweeps as nobody before the ended job's group went".into(),
+        format!("{sweeps} in {}", ms(t.elapsed())),
+    ));
+    // As root: a full view; an ended job's group goes at the first sweep, the hidden and
+    // restricted jobs are seen (squeue --all) and kept.
+    let orphan3 = a.sim_job(
+        "sweep-orphan3",
+        1,
+        ",apa-skip=epilog,apa-skip=epilog-slurmctld",
+        &[],
+    );
+    let o3 = key_of(&a.name, &orphan3.id, 0);
+    a.wait_group(&o3, JOB_START);
+    for (p, _) in a.agents(&orphan3.id) {
+        kill9(p.pid);
+    }
+    orphan3.finish();
+    a.wait_state(&orphan3.id, &["COMPLETED"], HOOK_DONE);
+    let out = a.sweep(0);
+    assert!(
+        out.contains(&format!("Slurm no longer runs job {}", orphan3.id)),
+        "{out}"
+    );
+    assert!(!a.pg().has(&o3), "{out}");
+    for j in [&hidden, &restricted, &plain] {
+        assert!(
+            out.contains(&format!("job {} is still in Slurm", j.id)),
+            "{out}"
+        );
+    }
+    let samples = watch.finish("sweep");
+    f.push((
+        "samples of the running jobs' groups, none missing".into(),
+        samples.to_string(),
+    ));
+    for j in [&hidden, &restricted, &plain] {
+        j.finish();
+    }
+    for k in &running {
+        a.wait_no_group(k, Duration::from_secs(10));
+    }
+}
+
+/// Two clusters on one Pushgateway, the same job id in both: neither's Epilog, backstop
+/// or sweep touches the other's group.
+fn site_two_clusters(ctx: &mut SiteCtx, f: &mut Figures) {
+    let a = &ctx.alpha;
+    let ja = a.sim_job("twin-alpha", 1, "", &[]);
+    let ka = key_of(&a.name, &ja.id, 0);
+    a.wait_group(&ka, JOB_START);
+    // beta's first job gets alpha's running job's id.
+    let t = Instant::now();
+    let site = Site {
+        first_job_id: Some(ja.id.parse().unwrap()),
+        ..Site::default()
+    };
+    let b = SiteCluster::start("beta", site, &ctx.pg);
+    f.push(("second cluster up".into(), ms(t.elapsed())));
+    let jb = b.sim_job("twin-beta", 1, "", &[]);
+    assert_eq!(jb.id, ja.id, "the same job id in both clusters");
+    let kb = key_of("beta", &jb.id, 0);
+    b.wait_group(&kb, JOB_START);
+    let watch = Watch::start(a.pg_url.clone(), vec![ka.clone()]);
+    // beta's sweep (full view, as root) with its job running, then beta's job ends.
+    let out = b.sweep(0);
+    assert!(out.contains("cluster `beta`"), "{out}");
+    let end = Instant::now();
+    jb.finish();
+    b.wait_no_group(&kb, Duration::from_secs(5));
+    f.push(("beta's group gone after its end".into(), ms(end.elapsed())));
+    b.wait_hook_ends("ctld", &jb.id, "epilog-slurmctld", 1);
+    // beta's sweep again: alpha's job of the same id is not beta's to judge.
+    let out = b.sweep(0);
+    assert!(!out.contains(&format!("deleted {}", a.pg_url)), "{out}");
+    // alpha's sweep: beta's groups are left alone too (beta has none left; its job ended).
+    let out = a.sweep(0);
+    assert!(
+        out.contains(&format!("job {} is still in Slurm", ja.id)),
+        "{out}"
+    );
+    watch.finish("two clusters");
+    assert!(a.pg().has(&ka));
+    ja.finish();
+    a.wait_no_group(&ka, Duration::from_secs(5));
+    ctx.beta = Some(b);
+}
+
+/// 200 other jobs' groups held (100,000 series): the backstops never list the Pushgateway
+/// (its request counter) and stay within their budgets.
+fn site_many_groups(ctx: &mut SiteCtx, f: &mut Figures) {
+    let a = &ctx.alpha;
+    let t = Instant::now();
+    let client = reqwest::blocking::Client::new();
+    let mut body = String::from("# TYPE apa_other_series gauge\n");
+    for i in 0..500 {
+        body.push_str(&format!("apa_other_series{{series=\"{i}\"}} {i}\n"));
+    }
+    let others: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "{}/metrics/job/arkouda/slurm_job_id/{}/cluster/elsewhere",
+                ctx.pg.url,
+                9_000_000 + i
+            )
+        })
+        .collect();
+    // Four at a time: each push makes the Pushgateway check every series it holds.
+    std::thread::scope(|sc| {
+        for chunk in others.chunks(others.len().div_ceil(4)) {
+            let (client, body) = (&client, &body);
+            sc.spawn(move || {
+                for url in chunk {
+                    let r = client.put(url).body(body.clone()).send().expect("put");
+                    assert!(r.status().is_success(), "{}", r.status());
+                }
+            });
+        }
+    });
+    f.push(("200 groups of 500 series pushed".into(), ms(t.elapsed())));
+    let job = a.sim_job("many", 3, "", &["--no-requeue"]);
+    let key = key_of(&a.name, &job.id, 0);
+    a.wait_group(&key, JOB_START);
+    let before = a.pg().listings();
+    let end = Instant::now();
+    job.finish();
+    // The agent's last PUT and its DELETE queue behind the other groups' pushes: slower.
+    a.wait_no_group(&key, Duration::from_secs(10));
+    f.push(("group gone after the job's end".into(), ms(end.elapsed())));
+    let epi = a.wait_hook_ends("n1", &job.id, "epilog", 1);
+    let ctld = a.wait_hook_ends("ctld", &job.id, "epilog-slurmctld", 1);
+    let after = a.pg().listings();
+    assert_eq!(after, before, "the hooks listed the Pushgateway");
+    assert_eq!((epi[0].0, ctld[0].0), (Some(0), Some(0)));
+    assert!(
+        epi[0].1 < 9000 && ctld[0].1 < 6000,
+        "budgets: {epi:?} {ctld:?}"
+    );
+    f.push((
+        "epilog on n1 with 100,000 other series".into(),
+        format!("{} ms", epi[0].1),
+    ));
+    f.push((
+        "EpilogSlurmctld with 100,000 other series".into(),
+        format!("{} ms", ctld[0].1),
+    ));
+    f.push(("listings by the hooks".into(), (after - before).to_string()));
+    for url in &others {
+        let _ = client.delete(url).send();
+    }
+}
+
+type SiteScenario = fn(&mut SiteCtx, &mut Figures);
+
+const SITE_SCENARIOS: &[(&str, SiteScenario)] = &[
+    ("three_nodes", site_three_nodes),
+    ("requeue", site_requeue),
+    ("sweep_policies", site_sweep_policies),
+    ("two_clusters", site_two_clusters),
+    ("many_groups", site_many_groups),
+    ("first_node_crash", site_first_node_crash),
+];
+
+/// Every site scenario against one site (started once), one after another.
+#[test]
+fn site_cluster() {
+    let only: Option<Vec<String>> = std::env::var("APA_SITE_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    let started = Instant::now();
+    let pg = Pushgateway::start();
+    let site = Site {
+        nodes: SITE_NODES.iter().map(|n| n.to_string()).collect(),
+        conf: "PrivateData=jobs\nSlurmdTimeout=6\nMessageTimeout=3\n".into(),
+        partitions: vec![
+            "PartitionName=hidden Nodes=ALL Hidden=YES MaxTime=INFINITE State=UP".into(),
+            "PartitionName=restricted Nodes=ALL AllowGroups=root MaxTime=INFINITE State=UP".into(),
+        ],
+        first_job_id: None,
+    };
+    let alpha = SiteCluster::start("alpha", site, &pg);
+    eprintln!("site up in {:?}", started.elapsed());
+    let mut ctx = SiteCtx {
+        alpha,
+        beta: None,
+        pg,
+    };
+    let mut failed = Vec::new();
+    for (name, f) in SITE_SCENARIOS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) {
+            continue;
+        }
+        let t = Instant::now();
+        let mut figures = Figures::new();
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut ctx, &mut figures)));
+        eprintln!(
+            "site scenario {name}: {} in {:.1?}",
+            if r.is_ok() { "ok" } else { "FAILED" },
+            t.elapsed()
+        );
+        for (what, v) in &figures {
+            eprintln!("    {what}: {v}");
+        }
+        if r.is_err() {
+            failed.push(name.to_string());
+            if let Ok(dir) = std::env::var("APA_SITE_KEEP_ENV") {
+                let _ = Command::new("/bin/cp")
+                    .arg("-r")
+                    .arg(ctx.alpha.path("env"))
+                    .arg(&dir)
+                    .status();
+            }
+            for n in SITE_NODES.iter().chain(["ctld"].iter()) {
+                eprintln!(
+                    "----- hooks-{n}.log -----\n{}",
+                    ctx.alpha.tail(&format!("hooks-{n}.log"))
+                );
+            }
+            eprintln!(
+                "----- slurmctld.log -----\n{}",
+                ctx.alpha.tail("log/slurmctld.log")
+            );
+        }
+    }
+    eprintln!("site: {:.1?} in all", started.elapsed());
+    assert!(failed.is_empty(), "failed site scenarios: {failed:?}");
 }

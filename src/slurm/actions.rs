@@ -264,8 +264,8 @@ fn cmdline(pid: i32) -> Option<Vec<String>> {
     )
 }
 
-/// The command line of an agent running for `job_id` (`arkouda-push-agent run … --job-id
-/// ID`): the contract that lets the Epilog find it without trusting the pid file.
+/// The command line of an agent running for `job_id`, any run (`arkouda-push-agent run …
+/// --job-id ID`).
 pub fn is_agent_of(argv: &[String], job_id: &str) -> bool {
     let is_agent = argv
         .first()
@@ -279,6 +279,36 @@ pub fn is_agent_of(argv: &[String], job_id: &str) -> bool {
             .iter()
             .any(|a| a.strip_prefix("--job-id=") == Some(job_id));
     is_agent && runs && names_job
+}
+
+/// The value of `--NAME V` or `--NAME=V` in a command line.
+fn flag_value<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
+    let long = format!("--{name}");
+    let eq = format!("--{name}=");
+    argv.windows(2)
+        .find(|w| w[0] == long)
+        .map(|w| w[1].as_str())
+        .or_else(|| argv.iter().find_map(|a| a.strip_prefix(eq.as_str())))
+}
+
+/// Whether an agent's command line is of cluster `cluster`: an agent that names another
+/// cluster (`--cluster`) is another cluster's job of the same id (one machine running the
+/// slurmd of two clusters).
+pub fn of_cluster(argv: &[String], cluster: Option<&str>) -> bool {
+    match (flag_value(argv, "cluster"), cluster) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => true,
+    }
+}
+
+/// The command line of the agent of one run of a job (`… run … --job-id ID
+/// [--restart-count N]`, no count: the first run): the contract that lets the Epilog find
+/// it without trusting the pid file, and never stop the agent of the job's next run.
+pub fn is_agent_of_run(argv: &[String], job_id: &str, restart_count: u32) -> bool {
+    let run = flag_value(argv, "restart-count")
+        .map(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(Some(0));
+    is_agent_of(argv, job_id) && run == Some(restart_count)
 }
 
 fn proc_uid(pid: i32) -> Option<u32> {
@@ -303,7 +333,10 @@ fn job_agents(stop: &Stop, run_as_uid: Option<u32>) -> BTreeSet<i32> {
     let candidate = |pid: i32| {
         pid != me
             && alive(pid)
-            && cmdline(pid).is_some_and(|a| is_agent_of(&a, &stop.job_id))
+            && cmdline(pid).is_some_and(|a| {
+                is_agent_of_run(&a, &stop.job_id, stop.restart_count)
+                    && of_cluster(&a, stop.cluster.as_deref())
+            })
             && allowed(pid)
     };
     let mut pids = BTreeSet::new();
@@ -396,9 +429,40 @@ fn job_or_log(env: &BTreeMap<String, String>) -> Option<Job> {
     }
 }
 
+/// A directory of the agent's user, mode 0700 (its locks), never a symlink.
+fn prepare_private_dir(dir: &Path, user: &RunAs) -> Result<(), ActionError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err("create", dir)(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err("inspect", dir))?;
+    if !meta.is_dir() {
+        return Err(ActionError::Io {
+            what: "use",
+            path: dir.to_path_buf(),
+            reason: "not a directory (a symlink?)".into(),
+        });
+    }
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(io_err("chown", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err("chmod", dir))
+}
+
 fn start(launch: &Launch) -> Result<(), ActionError> {
     let user = lookup_user(&launch.run_as)?;
     prepare_state_dir(&launch.state_dir, &user)?;
+    // The agent's locks, and the file where it records its groups: made here, so that the
+    // unit's sandbox can leave the rest of /run read-only to it (ReadWritePaths= of these).
+    prepare_private_dir(&hooks::lock_dir(&launch.state_dir), &user)?;
+    write_new_file(&launch.files.keys_file, "")?;
+    std::os::unix::fs::chown(&launch.files.keys_file, Some(user.uid), Some(user.gid))
+        .map_err(io_err("chown", &launch.files.keys_file))?;
+    std::fs::set_permissions(
+        &launch.files.keys_file,
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .map_err(io_err("chmod", &launch.files.keys_file))?;
     match &launch.mode {
         Mode::Systemd { unit } => {
             write_new_file(&launch.files.env_file, &hooks::env_file_text(&launch.env))?;
@@ -482,20 +546,63 @@ pub fn prolog(settings: &Settings, resolved: &Resolved, env: &BTreeMap<String, S
     }
 }
 
-/// Deletes every group of the job within `budget` (the agent's own `delete --job-id`).
-async fn backstop_delete(settings: &Settings, job_id: &str, budget: Duration) -> bool {
+/// Deletes the run's groups by grouping key within `budget`: the key computed from the
+/// run's job id, cluster and restart count (what its agent pushes), and the keys its agent
+/// recorded in `keys_file` that belong to this run (per-locale groups). Never lists the
+/// Pushgateway: a listing costs it a walk over every series of every job, at every job end.
+/// A group only a listing could find (say, a static label added to the config during the
+/// job) is left to `sweep`.
+async fn backstop_delete(
+    settings: &Settings,
+    job_id: &str,
+    runs: &[u32],
+    cluster: Option<&str>,
+    keys_file: Option<&Path>,
+    budget: Duration,
+) -> bool {
     let mut s = settings.clone();
     s.job_id = Some(job_id.to_string());
-    s.shutdown_timeout = budget;
+    // As the Prolog gave it to the agent: SLURM_CLUSTER_NAME wins over the config's.
+    if let Some(c) = cluster {
+        s.cluster = Some(c.to_string());
+    }
     s.push_timeout = s.push_timeout.min(budget);
+    let mut keys = Vec::new();
+    for &run in runs {
+        s.restart_count = run;
+        keys.push(crate::groups::grouping_key(&s, job_id));
+    }
+    // The recorded keys are the first run's (a node's Epilog ends one run).
+    s.restart_count = runs.first().copied().unwrap_or(0);
+    let own = crate::groups::grouping_key(&s, job_id);
+    if let Some(path) = keys_file {
+        match crate::groups::read_keys(path) {
+            Ok(recorded) => {
+                for k in recorded {
+                    if !crate::groups::is_run_group(&own, &k) {
+                        tracing::warn!(group = %k.path(), file = %path.display(), "ignoring a recorded key that is not this run's");
+                    } else if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the agent's recorded keys")
+            }
+        }
+        remove_if_present(path);
+    }
+    let deadline = tokio::time::Instant::now() + budget;
     let hard = budget + hooks::BACKSTOP_MARGIN;
-    match tokio::time::timeout(hard, crate::groups::delete_job(&s)).await {
-        Ok(Ok(n)) => {
-            tracing::info!(deleted = n, job_id, "backstop delete done");
+    let n = keys.len();
+    match tokio::time::timeout(hard, crate::groups::delete_keys(&s, &keys, deadline)).await {
+        Ok(Ok(_)) => {
+            tracing::info!(groups = n, group = %own.path(), job_id, "backstop delete done (by grouping key)");
             true
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = format!("{e:#}"), job_id, "backstop delete failed");
+        Ok(Err(failed)) => {
+            tracing::warn!(failed = failed.join("; "), job_id, "backstop delete failed");
             false
         }
         Err(_) => {
@@ -516,7 +623,7 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
         systemd: systemd_running(),
         config_file: None,
     };
-    let stop = match hooks::epilog_plan(settings, &job, &ctx) {
+    let mut stop = match hooks::epilog_plan(settings, &job, &ctx) {
         Err(e) => {
             tracing::error!(error = %e, "nothing done");
             return false;
@@ -527,7 +634,32 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
         }
         Ok(EpilogPlan::Stop(stop)) => stop,
     };
-    tracing::info!("stopping the job's agent: {}", stop.why);
+    // Which run ends here: the oldest the Prolog recorded on this node (the restart count
+    // in the environment may already be the next run's: a requeue). Never Slurm's word.
+    let names: Vec<String> = std::fs::read_dir(&settings.slurm.state_dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let recorded = hooks::recorded_runs(&job.id, names.iter().map(String::as_str));
+    match hooks::run_to_end(&recorded, job.restart_count) {
+        Some(run) => stop.for_run(run, &settings.slurm.state_dir),
+        None if job.restart_count > 0 => {
+            tracing::info!(
+                restart_count = job.restart_count,
+                "no run of this job is recorded on this node: no backstop delete here (EpilogSlurmctld and the sweep cover it)"
+            );
+            stop.backstop = None;
+        }
+        None => {}
+    }
+    tracing::info!(
+        run = stop.restart_count,
+        "stopping the run's agent: {}",
+        stop.why
+    );
     let mut ok = true;
     // One wait for the agent, shared by `systemctl stop` and the SIGTERM after it.
     let stop_deadline = Instant::now() + stop.wait;
@@ -552,8 +684,19 @@ pub async fn epilog(settings: &Settings, env: &BTreeMap<String, String>) -> bool
     forward_agent_log(&stop.files.log_file);
     remove_if_present(&stop.files.pid_file);
     remove_if_present(&stop.files.env_file);
-    if let Some(budget) = stop.backstop {
-        ok &= backstop_delete(settings, &stop.job_id, budget).await;
+    match stop.backstop {
+        Some(budget) => {
+            ok &= backstop_delete(
+                settings,
+                &stop.job_id,
+                &[stop.restart_count],
+                stop.cluster.as_deref(),
+                Some(&stop.files.keys_file),
+                budget,
+            )
+            .await;
+        }
+        None => remove_if_present(&stop.files.keys_file),
     }
     ok
 }
@@ -569,11 +712,40 @@ pub async fn epilog_slurmctld(settings: &Settings, env: &BTreeMap<String, String
         }
         CtldPlan::Delete {
             job_id,
+            restart_count,
+            cluster,
             deadline,
             why,
         } => {
-            tracing::info!("deleting the job's groups: {why}");
-            backstop_delete(settings, &job_id, deadline).await
+            // A requeued job: is its next run already running (newer Slurm restarts it at
+            // once)? Then its group is live: delete the previous run's only. One bounded
+            // query, for requeued jobs only.
+            let running = restart_count > 0 && job_runs(settings, &job_id);
+            let runs = hooks::ctld_runs(restart_count, running);
+            tracing::info!(runs = ?runs, next_running = running, "deleting the run's group by its grouping key: {why}");
+            backstop_delete(settings, &job_id, &runs, cluster.as_deref(), None, deadline).await
+        }
+    }
+}
+
+/// Whether Slurm says job `job_id` is running (`squeue -h -j ID -o %T`, bounded by
+/// [`hooks::CTLD_SQUEUE`]); false when it cannot say.
+fn job_runs(settings: &Settings, job_id: &str) -> bool {
+    let mut cmd = Command::new(&settings.squeue);
+    cmd.args(["--noheader", "--jobs", job_id, "--format=%T"]);
+    match run_bounded(&mut cmd, hooks::CTLD_SQUEUE) {
+        Ok(done) if done.status.success() => {
+            let state = done.output.trim().to_string();
+            tracing::info!(state = %state, "Slurm's state of the requeued job");
+            matches!(state.as_str(), "RUNNING" | "CONFIGURING")
+        }
+        Ok(done) => {
+            tracing::warn!(output = %done.output, "squeue failed; deleting both runs' groups");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "squeue; deleting both runs' groups");
+            false
         }
     }
 }
@@ -609,6 +781,50 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(is_agent_of(&argv(line), "42"), *want, "{line}");
+        }
+        // One run of a requeued job: the first run's Epilog never stops the next run's agent.
+        let runs: &[(&str, u32, bool)] = &[
+            ("arkouda-push-agent run --job-id 42", 0, true),
+            ("arkouda-push-agent run --job-id 42", 1, false),
+            (
+                "arkouda-push-agent run --job-id 42 --restart-count 0",
+                0,
+                true,
+            ),
+            (
+                "arkouda-push-agent run --job-id 42 --restart-count 1",
+                0,
+                false,
+            ),
+            (
+                "arkouda-push-agent run --job-id 42 --restart-count 1",
+                1,
+                true,
+            ),
+            (
+                "arkouda-push-agent run --restart-count=2 --job-id 42",
+                2,
+                true,
+            ),
+            (
+                "arkouda-push-agent run --job-id 42 --restart-count x",
+                0,
+                false,
+            ),
+        ];
+        assert!(of_cluster(&argv("a run --job-id 1 --cluster x"), Some("x")));
+        assert!(!of_cluster(
+            &argv("a run --job-id 1 --cluster y"),
+            Some("x")
+        ));
+        assert!(of_cluster(&argv("a run --job-id 1"), Some("x")));
+        assert!(of_cluster(&argv("a run --job-id 1 --cluster y"), None));
+        for (line, n, want) in runs {
+            assert_eq!(
+                is_agent_of_run(&argv(line), "42", *n),
+                *want,
+                "{line} run {n}"
+            );
         }
     }
 

@@ -42,7 +42,10 @@ pub const EPILOG_BACKSTOP: Duration = Duration::from_millis(2500);
 /// A backstop delete is abandoned this long after its deadline (a hung Pushgateway).
 pub const BACKSTOP_MARGIN: Duration = Duration::from_millis(500);
 /// Deadline of the controller's delete.
-pub const CTLD_DELETE: Duration = Duration::from_secs(4);
+pub const CTLD_DELETE: Duration = Duration::from_millis(3500);
+/// The controller's one question to Slurm, for a requeued job only (is its next run
+/// already running?), inside [`CTLD_LIMIT`] beside [`CTLD_DELETE`].
+pub const CTLD_SQUEUE: Duration = Duration::from_millis(800);
 
 /// Environment variables of ours that are for the scripts, never passed to an agent.
 const SCRIPT_ONLY_VARS: &[&str] = &[
@@ -86,6 +89,12 @@ pub struct Job {
     pub node_name: Option<String>,
     pub work_dir: Option<String>,
     pub cluster: Option<String>,
+    /// The job's restart count as the hook sees it: `SLURM_JOB_RESTART_COUNT` (what Slurm
+    /// 22.05 gives its hooks), else `SLURM_RESTART_COUNT`; 0 when neither is set. In a
+    /// Prolog it is the run that starts. In an Epilog it is that run's, or, when the job
+    /// was requeued, already the next run's (Slurm counts the restart before the epilogs
+    /// run): see [`run_to_end`] and [`ctld_runs`].
+    pub restart_count: u32,
 }
 
 impl Job {
@@ -106,7 +115,27 @@ impl Job {
             node_name: get("SLURMD_NODENAME"),
             work_dir: get("SLURM_JOB_WORK_DIR"),
             cluster: get("SLURM_CLUSTER_NAME"),
+            restart_count: get("SLURM_JOB_RESTART_COUNT")
+                .or_else(|| get("SLURM_RESTART_COUNT"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0),
         })
+    }
+
+    /// The name of this run of the job: the job id on its first run, `ID.rN` on restart N.
+    /// It names the run's files and systemd unit, so that a requeued job's next run, which
+    /// newer Slurm may start before this run's Epilog, never shares them.
+    pub fn run_id(&self) -> String {
+        run_id(&self.id, self.restart_count)
+    }
+}
+
+/// See [`Job::run_id`].
+pub fn run_id(job_id: &str, restart_count: u32) -> String {
+    if restart_count == 0 {
+        job_id.to_string()
+    } else {
+        format!("{job_id}.r{restart_count}")
     }
 }
 
@@ -247,25 +276,77 @@ pub fn server_place(
     }
 }
 
-/// The files of one job's agent under `slurm.state_dir`.
+/// The runs of job `job_id` the Prolog recorded in the state directory, from the names of
+/// its files there (`ID.keys`, `ID.rN.keys`).
+pub fn recorded_runs<'a>(job_id: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
+    let mut runs: Vec<u32> = names
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".keys"))
+        .filter_map(|stem| {
+            let rest = stem.strip_prefix(job_id)?;
+            if rest.is_empty() {
+                Some(0)
+            } else {
+                rest.strip_prefix(".r")?.parse().ok()
+            }
+        })
+        .collect();
+    runs.sort_unstable();
+    runs.dedup();
+    runs
+}
+
+/// Which run a node's Epilog ends, given the runs the Prolog recorded on this node and the
+/// restart count the Epilog sees (`count`): the oldest recorded run up to `count`. Each
+/// run's Prolog and Epilog come in order on a node, so the oldest run still recorded is
+/// the one ending: its own count on a normal end, or the previous run's when the job was
+/// requeued (the Epilog already sees the next run's count) — even when newer Slurm has
+/// started the next run here first. None: no run recorded here.
+pub fn run_to_end(recorded: &[u32], count: u32) -> Option<u32> {
+    recorded.iter().copied().filter(|r| *r <= count).min()
+}
+
+/// The runs whose groups the controller's epilog deletes, seeing restart count `count`:
+/// this run's, and for a requeued job (count > 0) the previous one's, since the controller
+/// cannot tell a normal end of run `count` from the requeue of run `count - 1` by its
+/// environment. `next_running`: Slurm says the job runs again (a requeued job that newer
+/// Slurm restarted at once), so run `count` is live and not to be deleted.
+pub fn ctld_runs(count: u32, next_running: bool) -> Vec<u32> {
+    match (count, next_running) {
+        (0, _) => vec![0],
+        (c, true) => vec![c - 1],
+        (c, false) => vec![c - 1, c],
+    }
+}
+
+/// The files of one run's agent under `slurm.state_dir` (named by [`Job::run_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobFiles {
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
     /// The systemd template unit's `EnvironmentFile=`.
     pub env_file: PathBuf,
+    /// The grouping keys the agent records (`keys_file`), which the Epilog deletes.
+    pub keys_file: PathBuf,
 }
 
-pub fn job_files(state_dir: &Path, job_id: &str) -> JobFiles {
+pub fn job_files(state_dir: &Path, run_id: &str) -> JobFiles {
     JobFiles {
-        pid_file: state_dir.join(format!("{job_id}.pid")),
-        log_file: state_dir.join(format!("{job_id}.log")),
-        env_file: state_dir.join(format!("{job_id}.env")),
+        pid_file: state_dir.join(format!("{run_id}.pid")),
+        log_file: state_dir.join(format!("{run_id}.log")),
+        env_file: state_dir.join(format!("{run_id}.env")),
+        keys_file: state_dir.join(format!("{run_id}.keys")),
     }
 }
 
-pub fn unit_name(job_id: &str) -> String {
-    format!("arkouda-push-agent@{job_id}.service")
+/// The lock directory of the agents the Prolog starts, inside the state directory.
+pub fn lock_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("locks")
+}
+
+/// The systemd unit of one run: `arkouda-push-agent@<run id>.service`.
+pub fn unit_name(run_id: &str) -> String {
+    format!("arkouda-push-agent@{run_id}.service")
 }
 
 /// How the Prolog starts the agent.
@@ -321,6 +402,8 @@ fn passthrough(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
     env.iter()
         .filter(|(k, _)| k.starts_with(crate::config::ENV_PREFIX))
         .filter(|(k, _)| !SCRIPT_ONLY_VARS.contains(&k.as_str()))
+        // The Prolog says which job and run the agent is for, never its environment.
+        .filter(|(k, _)| k.as_str() != "ARKOUDA_PUSH_AGENT_JOB_ID")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -352,7 +435,7 @@ pub fn prolog_plan(
         )));
     }
     let server = server_place(settings.slurm.connection_info.as_deref(), job, &place.first)?;
-    let files = job_files(&settings.slurm.state_dir, &job.id);
+    let files = job_files(&settings.slurm.state_dir, &job.run_id());
 
     // The job's identity and server, as (flag, key) pairs: flags in daemon mode, the
     // environment file in systemd mode (the unit passes --job-id %i itself).
@@ -366,6 +449,8 @@ pub fn prolog_plan(
     if let Some(p) = &job.partition {
         settings_given.push(("partition", p.clone()));
     }
+    settings_given.push(("restart_count", job.restart_count.to_string()));
+    settings_given.push(("keys_file", files.keys_file.display().to_string()));
     settings_given.push((
         "shutdown_timeout",
         format!("{}ms", agent_shutdown_timeout(settings).as_millis()),
@@ -401,12 +486,15 @@ pub fn prolog_plan(
                 c.display().to_string(),
             ));
         }
+        // The unit's ExecStart takes the job id and the run from here (its instance is
+        // the run id).
+        env.push(("ARKOUDA_PUSH_AGENT_JOB_ID".to_string(), job.id.clone()));
         for (k, v) in &settings_given {
             env.push((crate::config::env_name(k), v.clone()));
         }
         (
             Mode::Systemd {
-                unit: unit_name(&job.id),
+                unit: unit_name(&job.run_id()),
             },
             Vec::new(),
         )
@@ -465,6 +553,10 @@ pub fn env_file_text(env: &[(String, String)]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stop {
     pub job_id: String,
+    /// The run this Epilog ends: only its agent is stopped, only its groups deleted.
+    pub restart_count: u32,
+    /// `SLURM_CLUSTER_NAME`, for the run's grouping key.
+    pub cluster: Option<String>,
     /// The job's user id: an agent the user started (arkouda-srun) may be stopped too.
     pub job_uid: Option<u32>,
     pub run_as: String,
@@ -472,10 +564,23 @@ pub struct Stop {
     pub unit: Option<String>,
     /// How long a stopped agent gets to delete its group before it is SIGKILLed.
     pub wait: Duration,
-    /// Deadline of the backstop `delete --job-id`; None for a job that has no agent by the
-    /// site's rule (its comment or partition), where deleting would only cost time.
+    /// Deadline of the backstop delete (by grouping key: the run's own, and those its agent
+    /// recorded); None for a job that has no agent by the site's rule (its comment or
+    /// partition), where deleting would only cost time.
     pub backstop: Option<Duration>,
     pub why: String,
+}
+
+impl Stop {
+    /// Points the stop at run `run` of the job (its files and unit).
+    pub fn for_run(&mut self, run: u32, state_dir: &Path) {
+        self.restart_count = run;
+        let id = run_id(&self.job_id, run);
+        self.files = job_files(state_dir, &id);
+        if self.unit.is_some() {
+            self.unit = Some(unit_name(&id));
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -508,10 +613,12 @@ pub fn epilog_plan(
     };
     Ok(EpilogPlan::Stop(Box::new(Stop {
         job_id: job.id.clone(),
+        restart_count: job.restart_count,
+        cluster: job.cluster.clone(),
         job_uid: job.uid,
         run_as: settings.slurm.run_as.clone(),
-        files: job_files(&settings.slurm.state_dir, &job.id),
-        unit: ctx.systemd.then(|| unit_name(&job.id)),
+        files: job_files(&settings.slurm.state_dir, &job.run_id()),
+        unit: ctx.systemd.then(|| unit_name(&job.run_id())),
         wait: agent_shutdown_timeout(settings) + STOP_MARGIN,
         backstop: selected.is_yes().then_some(EPILOG_BACKSTOP),
         why,
@@ -521,9 +628,11 @@ pub fn epilog_plan(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CtldPlan {
     Nothing(String),
-    /// Delete every group of the job, within the deadline.
+    /// Delete the run's group by its grouping key, within the deadline.
     Delete {
         job_id: String,
+        restart_count: u32,
+        cluster: Option<String>,
         deadline: Duration,
         why: String,
     },
@@ -536,6 +645,8 @@ pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
         Selection::No(why) => CtldPlan::Nothing(format!("not selected: {why}")),
         Selection::Yes(why) => CtldPlan::Delete {
             job_id: job.id.clone(),
+            restart_count: job.restart_count,
+            cluster: job.cluster.clone(),
             deadline: CTLD_DELETE,
             why,
         },
@@ -791,7 +902,8 @@ mod tests {
         assert_eq!(
             l.args.join(" "),
             "run --daemonize --config /etc/apa.toml --job-id 42 --cluster perlmutter \
-             --job-user alice --partition debug --shutdown-timeout 3000ms --arkouda-host nid001 \
+             --job-user alice --partition debug --restart-count 0 --keys-file /run/apa/42.keys \
+             --shutdown-timeout 3000ms --arkouda-host nid001 \
              --pid-file /run/apa/42.pid --log-file /run/apa/42.log"
         );
         assert_eq!(
@@ -819,12 +931,47 @@ mod tests {
             "# Written by the arkouda-push-agent Slurm Prolog; removed by the Epilog.\n\
              ARKOUDA_PUSH_AGENT_METRICS_PORT=6000\n\
              ARKOUDA_PUSH_AGENT_CONFIG=/etc/apa.toml\n\
+             ARKOUDA_PUSH_AGENT_JOB_ID=42\n\
              ARKOUDA_PUSH_AGENT_CLUSTER=perlmutter\n\
              ARKOUDA_PUSH_AGENT_JOB_USER=alice\n\
              ARKOUDA_PUSH_AGENT_PARTITION=debug\n\
+             ARKOUDA_PUSH_AGENT_RESTART_COUNT=0\n\
+             ARKOUDA_PUSH_AGENT_KEYS_FILE=/run/apa/42.keys\n\
              ARKOUDA_PUSH_AGENT_SHUTDOWN_TIMEOUT=3000ms\n\
              ARKOUDA_PUSH_AGENT_ARKOUDA_HOST=nid001\n"
         );
+
+        // A requeued job's second run: files and unit of its own, its run on the command line.
+        let rerun = job(&[
+            ("SLURM_JOB_COMMENT", "arkouda-metrics"),
+            ("SLURM_RESTART_COUNT", "1"),
+        ]);
+        assert_eq!(rerun.run_id(), "42.r1");
+        let PrologPlan::Start(l) = prolog_plan(&s, &rerun, &ctx(&e, false)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert!(l
+            .args
+            .join(" ")
+            .contains("--restart-count 1 --keys-file /run/apa/42.r1.keys"));
+        assert_eq!(l.files.pid_file, PathBuf::from("/run/apa/42.r1.pid"));
+        let PrologPlan::Start(l) = prolog_plan(&s, &rerun, &ctx(&e, true)).unwrap() else {
+            panic!("expected a start");
+        };
+        assert_eq!(
+            l.mode,
+            Mode::Systemd {
+                unit: "arkouda-push-agent@42.r1.service".into()
+            }
+        );
+        let text = env_file_text(&l.env);
+        assert!(text.contains("ARKOUDA_PUSH_AGENT_JOB_ID=42\n"), "{text}");
+        assert!(
+            text.contains("ARKOUDA_PUSH_AGENT_RESTART_COUNT=1\n"),
+            "{text}"
+        );
+        let newer = job(&[("SLURM_JOB_RESTART_COUNT", "3")]);
+        assert_eq!(newer.restart_count, 3);
 
         // The connection-info template replaces the first node.
         let s2 = settings(&[("slurm.connection_info", "%w/ak %j.conn")]);
@@ -931,7 +1078,7 @@ mod tests {
             epilog_worst + Duration::from_millis(500) <= EPILOG_LIMIT,
             "{epilog_worst:?}"
         );
-        assert!(CTLD_DELETE + BACKSTOP_MARGIN < CTLD_LIMIT);
+        assert!(CTLD_SQUEUE + CTLD_DELETE + BACKSTOP_MARGIN < CTLD_LIMIT);
         // One request never outlives its deadline (push_timeout is capped by it), so the
         // default push_timeout needs no place of its own in the sums.
         assert!(s.push_timeout <= HOOK_AGENT_SHUTDOWN_MAX);
@@ -941,7 +1088,7 @@ mod tests {
             format!("| Prolog | `limit={}` in prolog.sh: {} | waits {} for the agent to start |", PROLOG_LIMIT.as_secs(), secs(PROLOG_LIMIT + kill), secs(PROLOG_START_WAIT)),
             format!("| the agent started by the Prolog | `shutdown_timeout`, at most {} | its final delete |", secs(HOOK_AGENT_SHUTDOWN_MAX)),
             format!("| Epilog | `limit={}` in epilog.sh: {} | stop the agent {} (its delete + {}), SIGKILL + {}, backstop delete {} + {}: at most {} |", EPILOG_LIMIT.as_secs(), secs(EPILOG_LIMIT + kill), secs(EPILOG_STOP_WAIT_MAX), secs(STOP_MARGIN), secs(EPILOG_KILL_WAIT), secs(EPILOG_BACKSTOP), secs(BACKSTOP_MARGIN), secs(epilog_worst)),
-            format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | delete {} + {} |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN)),
+            format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | a requeued job only: `squeue` {}; delete by key {} + {} |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_SQUEUE), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN)),
             format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout)),
         ];
         for row in rows {
@@ -999,6 +1146,36 @@ mod tests {
             epilog_plan(&s, &lost, &ctx(&e, false)).unwrap_err(),
             HookError::NoNodelist
         );
+    }
+
+    #[test]
+    fn which_run_ends() {
+        let names = [
+            "42.keys",
+            "42.r1.keys",
+            "42.r1.pid",
+            "421.keys",
+            "42.rx.keys",
+            "4.keys",
+            "42.r12.keys",
+        ];
+        assert_eq!(recorded_runs("42", names), vec![0, 1, 12]);
+        // (recorded, count seen by the Epilog) -> the run it ends
+        let cases: &[(&[u32], u32, Option<u32>)] = &[
+            (&[0], 0, Some(0)),    // a normal end
+            (&[0], 1, Some(0)),    // requeued (Slurm 22.05: the next run not started)
+            (&[0, 1], 1, Some(0)), // requeued, the next run already started here
+            (&[1], 1, Some(1)),    // the second run's normal end
+            (&[], 1, None),        // nothing recorded here
+            (&[2], 1, None),       // only a newer run: not this Epilog's
+        ];
+        for (rec, count, want) in cases {
+            assert_eq!(run_to_end(rec, *count), *want, "{rec:?} {count}");
+        }
+        assert_eq!(ctld_runs(0, false), vec![0]);
+        assert_eq!(ctld_runs(0, true), vec![0]);
+        assert_eq!(ctld_runs(2, false), vec![1, 2]);
+        assert_eq!(ctld_runs(2, true), vec![1]);
     }
 
     #[test]

@@ -109,11 +109,36 @@ pub struct Hooks {
     pub epilog_slurmctld: Option<String>,
 }
 
+/// The shape of a cluster: its compute nodes and site policies.
+#[derive(Clone, Debug, Default)]
+pub struct Site {
+    /// Compute nodes, each its own `slurmd -N NAME` in its own mount namespace (a private
+    /// `/run` and `/etc/hosts` where node `i` (from 1) is `127.0.0.1i`); empty: the one
+    /// node named after this machine, in the machine's namespace.
+    pub nodes: Vec<String>,
+    /// slurm.conf lines added as they are (`PrivateData=jobs`…).
+    pub conf: String,
+    /// Partition lines besides `debug` (the default, every node).
+    pub partitions: Vec<String>,
+    /// The first job id (default: a random one of its own).
+    pub first_job_id: Option<u32>,
+}
+
+impl Site {
+    /// The loopback address of node `name` in the nodes' /etc/hosts.
+    pub fn node_addr(&self, name: &str) -> Option<String> {
+        let i = self.nodes.iter().position(|n| n == name)?;
+        Some(format!("127.0.0.{}", 11 + i))
+    }
+}
+
 pub struct SlurmCluster {
     pub name: String,
     pub conf: PathBuf,
+    /// The (first) node's name.
     pub node: String,
-    /// munged, slurmctld, slurmd.
+    pub site: Site,
+    /// munged, slurmctld, then one slurmd per node.
     daemons: Vec<Option<Proc>>,
     pub w: TempDir,
 }
@@ -160,9 +185,22 @@ impl SlurmCluster {
     /// Starts the cluster in `w` (from [`SlurmCluster::prepare_dir`]): the partition
     /// `debug` (the default) and one more for each of `partitions`, all on the one node.
     pub fn start_in(w: TempDir, name: &str, hooks: &Hooks, partitions: &[&str]) -> SlurmCluster {
+        let site = Site {
+            partitions: partitions
+                .iter()
+                .map(|part| format!("PartitionName={part} Nodes=ALL MaxTime=INFINITE State=UP"))
+                .collect(),
+            ..Site::default()
+        };
+        SlurmCluster::start_site(w, name, hooks, site)
+    }
+
+    /// Starts a cluster of the shape `site` in `w` (from [`SlurmCluster::prepare_dir`]).
+    pub fn start_site(w: TempDir, name: &str, hooks: &Hooks, site: Site) -> SlurmCluster {
         let started = Instant::now();
         let p = |s: &str| w.path(s);
-        let node = short_hostname();
+        let host = short_hostname();
+        let node = site.nodes.first().cloned().unwrap_or_else(|| host.clone());
         let hook = |key: &str, v: &Option<String>| {
             v.as_ref()
                 .map(|path| format!("{key}={path}\n"))
@@ -171,10 +209,25 @@ impl SlurmCluster {
         let ctld_port = free_port();
         let slurmd_port = free_port();
         // A job id range of its own: concurrent clusters on this machine never share an id.
-        let first_job_id = 100_000 + fastrand::u32(0..800_000);
+        let first_job_id = site
+            .first_job_id
+            .unwrap_or_else(|| 100_000 + fastrand::u32(0..800_000));
+        let node_lines = if site.nodes.is_empty() {
+            format!("NodeName={host} NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN\n")
+        } else {
+            site.nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={} CPUs=4 State=UNKNOWN\n",
+                        free_port()
+                    )
+                })
+                .collect()
+        };
         let conf = format!(
             "ClusterName={name}
-SlurmctldHost={node}(127.0.0.1)
+SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
@@ -206,16 +259,18 @@ MinJobAge=600
 KillWait=5
 FirstJobId={first_job_id}
 SlurmdParameters=config_overrides
-NodeName={node} NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{site_conf}
+{node_lines}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 {partitions}",
+            site_conf = site.conf,
             w = w.0.display(),
             prolog = hook("Prolog", &hooks.prolog),
             epilog = hook("Epilog", &hooks.epilog),
             epilog_ctld = hook("EpilogSlurmctld", &hooks.epilog_slurmctld),
-            partitions = partitions
+            partitions = site
+                .partitions
                 .iter()
-                .map(|part| format!("PartitionName={part} Nodes=ALL MaxTime=INFINITE State=UP\n"))
+                .map(|line| format!("{line}\n"))
                 .collect::<String>(),
         );
         let conf_path = p("etc/slurm.conf");
@@ -253,21 +308,37 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             "/usr/sbin/slurmctld",
             vec!["-D".into(), "-i".into(), "-f".into(), f.clone()],
         )));
-        daemons.push(Some(daemon(
-            "slurmd",
-            "/usr/sbin/slurmd",
-            vec!["-D".into(), "-f".into(), f],
-        )));
+        if site.nodes.is_empty() {
+            daemons.push(Some(daemon(
+                "slurmd",
+                "/usr/sbin/slurmd",
+                vec!["-D".into(), "-f".into(), f],
+            )));
+        } else {
+            // The nodes' /etc/hosts: this machine's, plus each node at its own address.
+            let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            for n in &site.nodes {
+                hosts.push_str(&format!("{} {n}\n", site.node_addr(n).unwrap()));
+            }
+            write_file(&p("hosts"), &hosts, 0o644);
+            for n in &site.nodes {
+                mkdir(&p(&format!("spool/slurmd-{n}")), 0o755);
+                daemons.push(Some(node_daemon(&w.0, n, &f)));
+            }
+        }
+        let nodes = site.nodes.len().max(1);
         let cluster = SlurmCluster {
             name: name.to_string(),
             conf: conf_path,
             node,
+            site,
             daemons,
             w,
         };
-        eventually(Duration::from_secs(30), "the node to be idle", || {
-            let (ok, out) = cluster.slurm("/usr/bin/sinfo", &["-h", "-o", "%T"]);
-            if ok && out.trim() == "idle" {
+        eventually(Duration::from_secs(30), "the nodes to be idle", || {
+            let (ok, out) = cluster.slurm("/usr/bin/sinfo", &["-h", "-N", "-o", "%N %T"]);
+            let idle = out.lines().filter(|l| l.ends_with(" idle")).count();
+            if ok && idle >= nodes {
                 Ok(())
             } else {
                 Err(format!(
@@ -383,6 +454,66 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         })
     }
 
+    /// The pid of node `name`'s slurmd (a multi-node cluster), while it runs.
+    pub fn slurmd_pid(&self, name: &str) -> Option<i32> {
+        let i = self.site.nodes.iter().position(|n| n == name)?;
+        let d = self.daemons.get(2 + i)?.as_ref()?;
+        // The daemon is `unshare`, which execs sh, which execs slurmd: the same pid.
+        Some(d.pid())
+    }
+
+    /// The mount namespace of node `name` (its slurmd's), e.g. `mnt:[4026532]`.
+    pub fn node_ns(&self, name: &str) -> Option<String> {
+        mount_ns(self.slurmd_pid(name)?)
+    }
+
+    /// Which node process `pid` runs on: the node whose mount namespace it shares.
+    pub fn node_of(&self, pid: i32) -> Option<String> {
+        let ns = mount_ns(pid)?;
+        self.site
+            .nodes
+            .iter()
+            .find(|n| self.node_ns(n).as_deref() == Some(ns.as_str()))
+            .cloned()
+    }
+
+    /// Crashes node `name`: SIGKILLs every process of its mount namespace (slurmd, the
+    /// job steps, the agent, the job's server), as a power cut would. Returns how many.
+    pub fn crash_node(&mut self, name: &str) -> usize {
+        let Some(ns) = self.node_ns(name) else {
+            return 0;
+        };
+        let i = self.site.nodes.iter().position(|n| n == name).unwrap();
+        let mut n = 0;
+        // Until none is left: a process may fork while the others die.
+        for _ in 0..20 {
+            let victims: Vec<i32> = processes()
+                .into_iter()
+                .filter(|p| mount_ns(p.pid).as_deref() == Some(ns.as_str()))
+                .map(|p| p.pid)
+                .collect();
+            if victims.is_empty() {
+                break;
+            }
+            for pid in victims {
+                kill9(pid);
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(mut d) = self.daemons.get_mut(2 + i).and_then(Option::take) {
+            let _ = d.child.wait();
+        }
+        n
+    }
+
+    /// Starts node `name`'s slurmd again (in a new namespace) after [`SlurmCluster::crash_node`].
+    pub fn restart_node(&mut self, name: &str) {
+        let i = self.site.nodes.iter().position(|n| n == name).unwrap();
+        let conf = self.conf.display().to_string();
+        self.daemons[2 + i] = Some(node_daemon(&self.w.0, name, &conf));
+    }
+
     /// Stops slurmctld (SIGTERM) and waits for it to exit.
     pub fn stop_ctld(&mut self) {
         if let Some(mut d) = self.daemons.get_mut(1).and_then(Option::take) {
@@ -390,6 +521,36 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             d.wait_exit(Duration::from_secs(20));
         }
     }
+}
+
+/// The mount namespace of a process (`readlink /proc/PID/ns/mnt`).
+pub fn mount_ns(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// One node's slurmd in a mount namespace of its own: a private /run (with /run/lock) and
+/// the cluster's /etc/hosts, inherited by its hooks, steps and whatever they start.
+fn node_daemon(w: &Path, name: &str, conf: &str) -> Proc {
+    let script = format!(
+        "mount --bind {w}/hosts /etc/hosts && mount -t tmpfs -o mode=755 tmpfs /run && \
+         mkdir -m 1777 /run/lock && exec /usr/sbin/slurmd -D -N {name} -f {conf}",
+        w = w.display()
+    );
+    daemon(
+        &format!("slurmd-{name}"),
+        "/usr/bin/unshare",
+        vec![
+            "-m".into(),
+            "--propagation".into(),
+            "private".into(),
+            "--".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            script,
+        ],
+    )
 }
 
 /// A daemon that dies with the thread that started it (PR_SET_PDEATHSIG), so a killed
@@ -433,13 +594,19 @@ impl Drop for SlurmCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        // Anything left that a job started from the cluster's directory: kill it by pid.
+        // Anything left that a job started from the cluster's directory: kill it by pid
+        // (twice: a hook still running at the first pass may start one more).
         let root = format!("{}/", self.w.0.display());
-        for p in processes() {
-            if p.argv.iter().take(2).any(|a| a.starts_with(&root))
-                && p.pid != std::process::id() as i32
-            {
-                kill9(p.pid);
+        for pass in 0..2 {
+            if pass > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            for p in processes() {
+                if p.argv.iter().take(2).any(|a| a.starts_with(&root))
+                    && p.pid != std::process::id() as i32
+                {
+                    kill9(p.pid);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 //! succeed later: connection errors, 408, 429, 5xx) back off until a caller's deadline.
 //! This module never sees Arkouda data: only bytes of exposition text and label pairs.
 
+pub mod keys_file;
 pub mod sink;
 
 use std::path::PathBuf;

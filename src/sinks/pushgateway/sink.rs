@@ -22,7 +22,9 @@ use futures_util::StreamExt as _;
 use prometheus::proto::MetricFamily;
 use tokio::time::Instant;
 
-use super::{GroupingKey, Payload, PushError, Pushgateway};
+use std::path::PathBuf;
+
+use super::{keys_file, GroupingKey, Payload, PushError, Pushgateway};
 use crate::sinks::{BoxFuture, CheckLine, Counters, Cycle, Sink};
 use crate::translate;
 
@@ -64,6 +66,8 @@ pub struct PushgatewaySink {
     groups: Vec<GroupingKey>,
     /// A PUT or DELETE was sent and its answer never came.
     unsettled: bool,
+    /// Where `groups` is recorded for the Slurm Epilog (`keys_file`).
+    keys_file: Option<PathBuf>,
     counters: Arc<Counters>,
     text: String,
 }
@@ -75,6 +79,7 @@ impl PushgatewaySink {
         key: GroupingKey,
         layout: Layout,
         gzip_threshold: u64,
+        keys_file: Option<PathBuf>,
         counters: Arc<Counters>,
     ) -> PushgatewaySink {
         PushgatewaySink {
@@ -90,6 +95,7 @@ impl PushgatewaySink {
             layout,
             gzip_threshold,
             unsettled: false,
+            keys_file,
             counters,
             text: String::new(),
         }
@@ -123,6 +129,16 @@ impl PushgatewaySink {
                     }
                 }
                 out
+            }
+        }
+    }
+
+    /// Records the groups that may exist in the keys file, if any (best effort: the Epilog
+    /// also computes the job's own key).
+    fn record(&self) {
+        if let Some(path) = &self.keys_file {
+            if let Err(e) = keys_file::record_keys(path, &self.groups) {
+                tracing::debug!(path = %path.display(), error = %e, "cannot record the group keys");
             }
         }
     }
@@ -212,10 +228,15 @@ impl Sink for PushgatewaySink {
                 .collect();
             // Remembered before they are pushed: the final delete must find each group
             // that may exist, whatever happens to this cycle.
+            let mut new = false;
             for (k, _) in &payloads {
                 if !self.groups.contains(k) {
                     self.groups.push(k.clone());
+                    new = true;
                 }
+            }
+            if new {
+                self.record();
             }
             self.unsettled = true;
             let mut each = Vec::with_capacity(self.targets.len());
@@ -235,9 +256,10 @@ impl Sink for PushgatewaySink {
             );
             self.note(&results);
             let pushed = results.iter().all(Result::is_ok);
-            if pushed {
+            if pushed && !gone.is_empty() {
                 // The vanished groups were deleted everywhere: forget them.
                 self.groups = payloads.into_iter().map(|(k, _)| k).collect();
+                self.record();
             }
             pushed
         })
