@@ -68,12 +68,18 @@ pub enum SlurmHook {
     Epilog(Common),
     /// On the controller: delete the job's groups (for a node whose Epilog never ran).
     EpilogSlurmctld(Common),
+    /// As the job's user before each task (slurm/task-prolog.sh): print the job's
+    /// dashboard link into its output, for jobs whose agent the Prolog started.
+    TaskProlog(Common),
 }
 
 impl SlurmHook {
     pub fn common(&self) -> &Common {
         match self {
-            SlurmHook::Prolog(c) | SlurmHook::Epilog(c) | SlurmHook::EpilogSlurmctld(c) => c,
+            SlurmHook::Prolog(c)
+            | SlurmHook::Epilog(c)
+            | SlurmHook::EpilogSlurmctld(c)
+            | SlurmHook::TaskProlog(c) => c,
         }
     }
 
@@ -82,6 +88,7 @@ impl SlurmHook {
             SlurmHook::Prolog(_) => crate::slurm::Hook::Prolog,
             SlurmHook::Epilog(_) => crate::slurm::Hook::Epilog,
             SlurmHook::EpilogSlurmctld(_) => crate::slurm::Hook::EpilogSlurmctld,
+            SlurmHook::TaskProlog(_) => crate::slurm::Hook::TaskProlog,
         }
     }
 }

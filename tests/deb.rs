@@ -170,6 +170,7 @@ fn deb_install_slurm_lifecycle_and_purge() {
         "/usr/libexec/arkouda-push-agent/prolog",
         "/usr/libexec/arkouda-push-agent/epilog",
         "/usr/libexec/arkouda-push-agent/epilog-slurmctld",
+        "/usr/libexec/arkouda-push-agent/task-prolog",
         "/lib/systemd/system/arkouda-push-agent.service",
         "/lib/systemd/system/arkouda-push-agent@.service",
         "/lib/systemd/system/arkouda-push-agent-sweep.service",

@@ -823,3 +823,46 @@ fn arkouda_srun_prints_the_dashboard_link() {
     let (code, out, err) = run_agent(&["dashboard-url", "--job-id", "1", "--pushgateway", &pg.url]);
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
 }
+
+/// slurm/task-prolog.sh, as Slurm runs it for a task: with dashboard_url set and the
+/// Prolog's files of the run on this node, task 0 gets exactly the `print` line (Slurm puts
+/// its text into the job's output); any other task, or a job the Prolog started no agent
+/// for, gets nothing. Always exit 0.
+#[test]
+fn the_task_prolog_prints_the_dashboard_link() {
+    let dir = TempDir::new("taskprolog");
+    let state = dir.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("31337.pid"), "1\n").unwrap();
+    let conf = dir.path("config.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "dashboard_url = \"https://grafana.example/d/arkouda-job?var-job_id={{job_id}}&var-cluster={{cluster}}\"\n[slurm]\nstate_dir = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let task = |job: &str, procid: &str| {
+        let out = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/slurm/task-prolog.sh"
+        ))
+        .env_clear()
+        .env("ARKOUDA_PUSH_AGENT_BIN", AGENT)
+        .env("ARKOUDA_PUSH_AGENT_CONFIG", &conf)
+        .env("SLURM_JOB_ID", job)
+        .env("SLURM_CLUSTER_NAME", "alpha")
+        .env("SLURM_PROCID", procid)
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        task("31337", "0"),
+        "print arkouda-srun: dashboard: https://grafana.example/d/arkouda-job?var-job_id=31337&var-cluster=alpha\n"
+    );
+    assert_eq!(task("31337", "3"), "");
+    assert_eq!(task("31338", "0"), "", "no agent of this job on this node");
+}

@@ -513,6 +513,23 @@ fn start(launch: &Launch) -> Result<(), ActionError> {
     Ok(())
 }
 
+/// The TaskProlog (as the job's user, before each task): prints the job's dashboard link
+/// into the job's output (see [`hooks::task_prolog_line`]). Reads two file names in the
+/// state directory, never asks Slurm; prints nothing else, since Slurm reads this hook's
+/// standard output.
+pub fn task_prolog(settings: &Settings, env: &BTreeMap<String, String>) -> bool {
+    let Ok(job) = Job::from_env(env) else {
+        return true;
+    };
+    let files = hooks::job_files(&settings.slurm.state_dir, &job.run_id());
+    let started_here = files.pid_file.exists() || files.env_file.exists();
+    let procid = env.get("SLURM_PROCID").map(String::as_str);
+    if let Some(line) = hooks::task_prolog_line(settings, &job, procid, started_here) {
+        crate::outln!("{line}");
+    }
+    true
+}
+
 pub fn prolog(settings: &Settings, resolved: &Resolved, env: &BTreeMap<String, String>) -> bool {
     let Some(job) = job_or_log(env) else {
         return false;

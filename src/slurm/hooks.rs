@@ -339,6 +339,23 @@ pub fn job_files(state_dir: &Path, run_id: &str) -> JobFiles {
     }
 }
 
+/// The TaskProlog's word for the job's output: `print arkouda-srun: dashboard: <url>`
+/// (Slurm writes what follows `print ` to the task's standard output), once per step (task
+/// 0) on the node where the Prolog started the run's agent (its pid or environment file
+/// is there), when the site sets `dashboard_url`. None: say nothing.
+pub fn task_prolog_line(
+    settings: &Settings,
+    job: &Job,
+    procid: Option<&str>,
+    started_here: bool,
+) -> Option<String> {
+    if procid.is_some_and(|p| p.trim() != "0") || !started_here {
+        return None;
+    }
+    let url = settings.dashboard_link(&job.id)?;
+    Some(format!("print arkouda-srun: dashboard: {url}"))
+}
+
 /// The lock directory of the agents the Prolog starts, inside the state directory.
 pub fn lock_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("locks")
@@ -1207,5 +1224,34 @@ mod tests {
             ctld_plan(&parts, &controller(&[])),
             CtldPlan::Delete { .. }
         ));
+    }
+
+    /// The TaskProlog prints the dashboard link once per step (task 0), only where the
+    /// Prolog started the run's agent, only with dashboard_url set.
+    #[test]
+    fn task_prolog_lines() {
+        let with = settings(&[
+            (
+                "dashboard_url",
+                "https://g.example/d/arkouda-job?var-job_id={job_id}&var-cluster={cluster}",
+            ),
+            ("cluster", "alpha"),
+        ]);
+        let without = settings(&[]);
+        let j = job(&[]);
+        let line = "print arkouda-srun: dashboard: https://g.example/d/arkouda-job?var-job_id=42&var-cluster=alpha";
+        for (s, procid, here, want) in [
+            (&with, Some("0"), true, Some(line)),
+            (&with, None, true, Some(line)),
+            (&with, Some("1"), true, None),
+            (&with, Some("0"), false, None),
+            (&without, Some("0"), true, None),
+        ] {
+            assert_eq!(
+                task_prolog_line(s, &j, procid, here).as_deref(),
+                want,
+                "{procid:?} {here}"
+            );
+        }
     }
 }

@@ -30,6 +30,7 @@ pub enum Hook {
     Prolog,
     Epilog,
     EpilogSlurmctld,
+    TaskProlog,
 }
 
 /// Runs one hook; true when it did what it had to (or had nothing to do).
@@ -43,6 +44,7 @@ pub async fn run_hook(
         Hook::Prolog => actions::prolog(settings, resolved, env),
         Hook::Epilog => actions::epilog(settings, env).await,
         Hook::EpilogSlurmctld => actions::epilog_slurmctld(settings, env).await,
+        Hook::TaskProlog => actions::task_prolog(settings, env),
     }
 }
 
