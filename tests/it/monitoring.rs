@@ -13,14 +13,12 @@
 //! that uses it (`prometheus_end_to_end`) and is killed on Drop, panics included, so it
 //! cannot outlive the test process.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 

@@ -14,16 +14,12 @@
 //! never run /usr/bin/arkouda-push-agent (they use the binary cargo built), so installing
 //! it cannot change them.
 
-mod common;
-#[path = "common/slurm.rs"]
-mod slurm_cluster;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use slurm_cluster::{processes, require, Hooks, SlurmCluster};
+use crate::common::*;
+use crate::slurm_cluster::{processes, require, Hooks, SlurmCluster};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const PKG: &str = "arkouda-push-agent";
@@ -73,7 +69,7 @@ fn user_entry() -> Option<Vec<String>> {
 }
 
 /// Processes running the installed binary (also once it is deleted) or as the package's user.
-fn package_processes(uid: Option<u32>) -> Vec<slurm_cluster::ProcInfo> {
+fn package_processes(uid: Option<u32>) -> Vec<crate::slurm_cluster::ProcInfo> {
     processes()
         .into_iter()
         .filter(|p| {
@@ -414,7 +410,7 @@ fn installed_hooks_lifecycle(uid: u32) {
         .is_some());
 
     // The agent: the installed binary, as the package's user, recorded in the state dir.
-    let agents: Vec<slurm_cluster::ProcInfo> = package_processes(None)
+    let agents: Vec<crate::slurm_cluster::ProcInfo> = package_processes(None)
         .into_iter()
         .filter(|p| p.argv.windows(2).any(|w| w[0] == "--job-id" && w[1] == id))
         .collect();

@@ -3,13 +3,11 @@
 //! /proc/PID/cmdline; a secret file others can read gets a warning. Against a real
 //! Pushgateway serving TLS and basic auth through its web config.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const PASSWORD: &str = "pa55-w0rd-secret";
 

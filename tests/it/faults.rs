@@ -4,11 +4,9 @@
 //! Pushgateway), must be survived, recovered from without a restart, counted in the
 //! agent's own series, and logged once per state change.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const LOST: &str = "Arkouda metrics server lost";
 const WAITING: &str = "waiting for the Arkouda metrics server";

@@ -18,10 +18,6 @@
 //! `apa-bin=missing`, `apa-bin=hang` (a binary that never returns), `apa-skip=HOOK` (that
 //! hook does nothing: a crashed node).
 
-mod common;
-#[path = "common/slurm.rs"]
-mod slurm_cluster;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::panic::AssertUnwindSafe;
@@ -31,11 +27,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arkouda_push_agent::slurm::actions::is_agent_of;
-use common::*;
-use slurm_cluster::{
+use crate::common::*;
+use crate::slurm_cluster::{
     kill9, mkdir, processes, require, write_file, Hooks, ProcInfo, Site, SlurmCluster,
 };
+use arkouda_push_agent::slurm::actions::is_agent_of;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const NOBODY_UID: u32 = 65534;
@@ -1632,7 +1628,7 @@ fn site_first_node_crash(ctx: &mut SiteCtx, f: &mut Figures) {
     let crashed = Instant::now();
     let killed = a.slurm.crash_node("n1");
     assert!(killed >= 3, "slurmd, the steps, the agent: {killed} killed");
-    assert!(!slurm_cluster::processes()
+    assert!(!crate::slurm_cluster::processes()
         .iter()
         .any(|p| p.pid == agent.pid));
     // The group stays until the controller learns the node is gone and ends the job.
@@ -1746,7 +1742,7 @@ fn site_requeue(ctx: &mut SiteCtx, f: &mut Figures) {
     // They ended the first run: its agent and its group.
     a.wait_no_group(&first, Duration::from_secs(5));
     assert!(
-        !slurm_cluster::processes()
+        !crate::slurm_cluster::processes()
             .iter()
             .any(|p| p.pid == run0_agent),
         "the first run's agent still runs"
@@ -1766,7 +1762,7 @@ fn site_requeue(ctx: &mut SiteCtx, f: &mut Figures) {
         samples.to_string(),
     ));
     assert!(
-        slurm_cluster::processes()
+        crate::slurm_cluster::processes()
             .iter()
             .any(|p| p.pid == run1_agent),
         "the first run's hooks stopped the second run's agent"

@@ -1,12 +1,10 @@
 //! Site scale against real Pushgateways: sharding by job id over three, HA (`all`) with one
 //! of them stopped, one group per locale, gzip bodies, and the cardinality budget.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use arkouda_push_agent::sinks::pushgateway::shard;
-use common::*;
 
 fn list(pgs: &[&Pushgateway]) -> String {
     pgs.iter()

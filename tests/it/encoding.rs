@@ -1,13 +1,11 @@
 //! Grouping keys with any label values: the agent's encoder → a real Pushgateway → read
 //! back gives the same labels, and deleting by the same path removes the group.
 
-mod common;
-
 use arkouda_push_agent::sinks::pushgateway::GroupingKey;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use common::*;
+use crate::common::*;
 
 fn value() -> impl Strategy<Value = String> {
     prop_oneof![

@@ -3,16 +3,12 @@
 //! (`--no-scheduler`, leases pushed by real agents). Assertions are on what the Pushgateway
 //! holds afterwards and on the lines the sweep prints.
 
-mod common;
-#[path = "common/slurm.rs"]
-mod slurm_cluster;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::slurm_cluster::{Hooks, SlurmCluster};
 use arkouda_push_agent::translate::AGENT_LEASE;
-use common::*;
-use slurm_cluster::{Hooks, SlurmCluster};
 
 /// A group as this agent would push it, with only a lease (same HELP and TYPE as the
 /// agent's, or the Pushgateway would refuse the agent's pushes).

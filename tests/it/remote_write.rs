@@ -15,13 +15,11 @@
 //! - `small_queue` goes through the same outage with a queue of two requests: the oldest
 //!   are dropped and counted, and what arrives is still in order.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 

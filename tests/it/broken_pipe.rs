@@ -1,12 +1,10 @@
 //! A reader that goes away early (`sweep | head -1`, a closed pipe) ends the output
 //! quietly: no panic, the work still all done, the exit code what it would have been.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
+use crate::common::*;
 use arkouda_push_agent::translate::AGENT_LEASE;
-use common::*;
 
 /// Groups of `n` jobs whose leases expired an hour ago (a sweep without the scheduler
 /// deletes them all).

@@ -2,11 +2,9 @@
 //! SIGINT; after SIGKILL, `delete --job-id` removes every group of that job and nothing
 //! else; configuration mistakes exit 2 naming the key and its source.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn run_args<'a>(pg: &'a Pushgateway, job: &'a str, endpoint: &'a str) -> Vec<&'a str> {
     vec![

@@ -2,9 +2,7 @@
 //! per-locale labels and values, values that advance, every Arkouda release, legacy names,
 //! dry run, and finding the server through the connection-info file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The group of a 3-locale job has exactly the grouping labels, each locale's series the
 /// right `locale` label and the simulator's values, and the values advance between cycles.
