@@ -1,0 +1,400 @@
+//! The settings as the program uses them: [`Settings`] and the types of its fields,
+//! built from a [`super::Resolved`] by [`Settings::from_resolved`].
+
+use super::*;
+use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the metrics server is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerLocation {
+    /// A fixed `tcp://host:port`.
+    Endpoint(String),
+    /// Read the host from arkouda_server's connection-info file; the port is `port`.
+    ConnectionInfo {
+        path: PathBuf,
+        port: u16,
+        /// Used while the file does not exist (the Slurm prolog gives the first node).
+        fallback_host: Option<String>,
+    },
+}
+
+/// Validated, ready-to-use settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub server: ServerLocation,
+    pub arkouda_timeout: Duration,
+    pub arkouda_release: Option<String>,
+    pub arkouda_user: String,
+    pub arkouda_token: Option<Secret>,
+    pub max_reply_bytes: u64,
+    /// One or more Pushgateway base URLs.
+    pub pushgateway: Vec<String>,
+    pub pushgateway_mode: PushgatewayMode,
+    pub layout: Layout,
+    pub gzip_threshold: u64,
+    pub budget: crate::translate::Budget,
+    pub pushgateway_username: Option<String>,
+    pub pushgateway_password: Option<Secret>,
+    pub pushgateway_bearer_token: Option<Secret>,
+    pub pushgateway_ca_file: Option<PathBuf>,
+    pub pushgateway_insecure_skip_verify: bool,
+    pub push_timeout: Duration,
+    pub remote_write: RemoteWriteSettings,
+    pub job: String,
+    pub job_id: Option<String>,
+    pub cluster: Option<String>,
+    /// Slurm's restart count of the job (0: its first run).
+    pub restart_count: u32,
+    pub job_user: Option<String>,
+    pub partition: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub server_name: String,
+    pub interval: Duration,
+    pub shutdown_timeout: Duration,
+    pub legacy_names: bool,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+    /// run: where the job summary goes at exit (`%j`: the job id).
+    pub summary_file: Option<PathBuf>,
+    /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
+    pub dashboard_url: Option<String>,
+    pub listen: Option<String>,
+    pub no_push: bool,
+    pub daemonize: bool,
+    pub pid_file: Option<PathBuf>,
+    pub watch_pid: Option<i32>,
+    pub lock_dir: Option<PathBuf>,
+    /// run: where the agent records its groups' keys for the Slurm Epilog.
+    pub keys_file: Option<PathBuf>,
+    /// Every push carries push time + lease (`lease`, default 4 × interval).
+    pub lease: Duration,
+    /// sweep: how long after its lease expired a group may be deleted when leases decide.
+    pub grace: Duration,
+    /// sweep: never ask Slurm.
+    pub no_scheduler: bool,
+    /// sweep: the squeue binary and the bound on its run time.
+    pub squeue: PathBuf,
+    pub squeue_timeout: Duration,
+    pub slurm: SlurmSettings,
+    /// Problems that are not errors (a secret file others can read), to log at start.
+    pub warnings: Vec<String>,
+}
+
+/// How a job's groups are spread over several Pushgateways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushgatewayMode {
+    /// Each job to one Pushgateway, chosen by a stable hash of its job id.
+    Shard,
+    /// Each job to every Pushgateway (high availability).
+    All,
+}
+
+/// How a job's series are grouped (the Pushgateway sink's own vocabulary).
+pub use crate::sinks::pushgateway::sink::Layout;
+
+/// Which jobs the Slurm prolog starts an agent for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlurmSelect {
+    /// Jobs whose comment carries the marker as one of its words.
+    Comment(String),
+    All,
+    Partitions(Vec<String>),
+    /// No job (the packaged default, until the site opts jobs in).
+    None,
+}
+
+/// The `[slurm]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlurmSettings {
+    pub select: SlurmSelect,
+    pub connection_info: Option<String>,
+    pub run_as: String,
+    pub state_dir: PathBuf,
+}
+
+/// The remote-write receivers and how to reach them (one set of auth/TLS options for
+/// all of them, as for the Pushgateways).
+#[derive(Clone, Debug)]
+pub struct RemoteWriteSettings {
+    /// Write endpoints; empty: no remote write.
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub bearer_token: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub queue_size: usize,
+}
+
+/// Labels the agent sets itself; a static label may not take these names.
+pub const RESERVED_LABELS: &[&str] = &[
+    "job",
+    "slurm_job_id",
+    "cluster",
+    "locale",
+    "slurm_restart_count",
+];
+
+impl Settings {
+    /// Type and validate every key.
+    pub fn from_resolved(resolved: &Resolved) -> Result<Settings, ConfigError> {
+        let r = Reader {
+            resolved,
+            warnings: Default::default(),
+        };
+        let metrics_port = r
+            .integer("metrics_port", 1, 65535)?
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(5556);
+
+        // arkouda wins; then the connection-info file, with arkouda_host as the fallback while
+        // the file is missing; then arkouda_host alone; then localhost.
+        let host = r.nonempty("arkouda_host")?;
+        let server = if let Some(a) = r.nonempty("arkouda")? {
+            ServerLocation::Endpoint(
+                parse_endpoint(&a, metrics_port).map_err(|e| r.invalid("arkouda", e))?,
+            )
+        } else if let Some(path) = r.path("connection_info")? {
+            ServerLocation::ConnectionInfo {
+                path,
+                port: metrics_port,
+                fallback_host: host,
+            }
+        } else if let Some(h) = host {
+            ServerLocation::Endpoint(
+                parse_endpoint(&h, metrics_port).map_err(|e| r.invalid("arkouda_host", e))?,
+            )
+        } else {
+            ServerLocation::Endpoint(format!("tcp://localhost:{metrics_port}"))
+        };
+
+        let arkouda_release = match r.required("arkouda_release")?.trim() {
+            "auto" => None,
+            rel => Some(
+                crate::arkouda::Release::parse(rel)
+                    .map(|_| rel.to_string())
+                    .ok_or_else(|| {
+                        r.invalid(
+                            "arkouda_release",
+                            "expected auto or a release date such as 2022.08.15, 2023.04.07 or 2024.10.02",
+                        )
+                    })?,
+            ),
+        };
+
+        let pushgateway = r
+            .list("pushgateway")?
+            .iter()
+            .map(|u| {
+                check_http_url(u, "pushgateway", false).map_err(|e| r.invalid("pushgateway", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let pushgateway_mode = match r.required("pushgateway_mode")?.trim() {
+            "shard" => PushgatewayMode::Shard,
+            "all" => PushgatewayMode::All,
+            _ => return Err(r.invalid("pushgateway_mode", "expected shard or all")),
+        };
+        let layout = match r.required("layout")?.trim() {
+            "job" => Layout::Job,
+            "locale" => Layout::Locale,
+            _ => return Err(r.invalid("layout", "expected job or locale")),
+        };
+        let cap = |key: &str| -> Result<usize, ConfigError> {
+            Ok(r.integer(key, 0, 1_000_000)?
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0))
+        };
+        let budget = crate::translate::Budget {
+            max_commands: cap("max_commands")?,
+            max_users: cap("max_users")?,
+            max_error_types: cap("max_error_types")?,
+        };
+        let gzip_threshold = r
+            .integer("gzip_threshold", 0, i128::from(i64::MAX))?
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(65536);
+
+        let job = r.required("job")?;
+        let job_id = r.nonempty("job_id")?;
+        let log_level = r.required("log_level")?;
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(r.invalid("log_level", "expected error, warn, info, debug or trace"));
+        }
+        let HttpAuth {
+            username,
+            password,
+            bearer,
+        } = r.http_auth("pushgateway", "Pushgateway")?;
+
+        let interval = r.duration(
+            "interval",
+            Duration::from_millis(100),
+            Duration::from_secs(24 * 3600),
+        )?;
+        let listen = r.listen()?;
+        let no_push = r.bool("no_push")?;
+        let remote_write = r.remote_write()?;
+        // `no_push` with nothing else is a contradiction whatever the command.
+        if no_push && listen.is_none() && remote_write.urls.is_empty() {
+            return Err(r.invalid(
+                "no_push",
+                "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
+            ));
+        }
+        Ok(Settings {
+            server,
+            arkouda_timeout: r.duration(
+                "arkouda_timeout",
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            )?,
+            arkouda_release,
+            arkouda_user: r.required("arkouda_user")?,
+            arkouda_token: r.secret("arkouda_token")?,
+            max_reply_bytes: r
+                .integer("max_reply_bytes", 1024, i128::from(i64::MAX))?
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(64 << 20),
+            pushgateway,
+            pushgateway_mode,
+            layout,
+            gzip_threshold,
+            budget,
+            pushgateway_username: username,
+            pushgateway_password: password,
+            pushgateway_bearer_token: bearer,
+            pushgateway_ca_file: r.path("pushgateway_ca_file")?,
+            pushgateway_insecure_skip_verify: r.bool("pushgateway_insecure_skip_verify")?,
+            push_timeout: r.duration(
+                "push_timeout",
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            )?,
+            job,
+            job_id,
+            cluster: r.nonempty("cluster")?,
+            restart_count: r
+                .integer("restart_count", 0, i128::from(u32::MAX))?
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            job_user: r.nonempty("job_user")?,
+            partition: r.nonempty("partition")?,
+            labels: r.labels("labels")?,
+            server_name: r.required("server_name")?,
+            interval,
+            shutdown_timeout: r.duration(
+                "shutdown_timeout",
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
+            legacy_names: r.bool("legacy_names")?,
+            log_level,
+            log_file: r.path("log_file")?,
+            summary_file: r.path("summary_file")?,
+            dashboard_url: r.dashboard_url()?,
+            listen,
+            no_push,
+            remote_write,
+            daemonize: r.bool("daemonize")?,
+            pid_file: r.path("pid_file")?,
+            watch_pid: r
+                .integer("watch_pid", 1, i128::from(i32::MAX))?
+                .and_then(|p| i32::try_from(p).ok()),
+            lock_dir: r.path("lock_dir")?,
+            keys_file: r.path("keys_file")?,
+            lease: r.lease(interval)?,
+            grace: r.duration(
+                "grace",
+                Duration::ZERO,
+                Duration::from_secs(365 * 24 * 3600),
+            )?,
+            no_scheduler: r.bool("no_scheduler")?,
+            squeue: r
+                .path("squeue")?
+                .ok_or_else(|| r.invalid("squeue", "must be set"))?,
+            squeue_timeout: r.duration(
+                "squeue_timeout",
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
+            slurm: r.slurm()?,
+            warnings: r.warnings.take(),
+        })
+    }
+
+    /// Makes relative paths absolute against the current directory, so they keep their
+    /// meaning after `--daemonize` changes it to `/`.
+    pub fn absolutize(&mut self, cwd: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = cwd.join(&*p);
+            }
+        };
+        if let ServerLocation::ConnectionInfo { path, .. } = &mut self.server {
+            abs(path);
+        }
+        for p in [
+            &mut self.pushgateway_ca_file,
+            &mut self.remote_write.ca_file,
+            &mut self.log_file,
+            &mut self.summary_file,
+            &mut self.pid_file,
+            &mut self.lock_dir,
+            &mut self.keys_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            abs(p);
+        }
+    }
+
+    /// At least one sink, which `run` and `once` need: no implicit Pushgateway, the sinks
+    /// are what is configured, and none at all is a mistake named with the keys to fix it.
+    pub fn require_sink(&self) -> Result<(), ConfigError> {
+        if self.pushgateway.is_empty() && self.remote_write.urls.is_empty() && self.listen.is_none()
+        {
+            return Err(ConfigError::Missing {
+                key: "pushgateway".to_string(),
+                hint: "the metrics would go nowhere: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL), `remote_write` or `listen`".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The job's dashboard link: `dashboard_url` with `{job_id}` and `{cluster}` filled in
+    /// (URL-encoded; an unknown cluster is empty). None without `dashboard_url`.
+    pub fn dashboard_link(&self, job_id: &str) -> Option<String> {
+        let enc = |v: &str| {
+            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        self.dashboard_url.as_ref().map(|t| {
+            t.replace("{job_id}", &enc(job_id)).replace(
+                "{cluster}",
+                &enc(self.cluster.as_deref().unwrap_or_default()),
+            )
+        })
+    }
+
+    /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
+    pub fn require_pushgateway(&self) -> Result<&[String], ConfigError> {
+        if self.pushgateway.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "pushgateway".to_string(),
+                hint: "this command deletes groups from the Pushgateways: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL)".to_string(),
+            });
+        }
+        Ok(&self.pushgateway)
+    }
+
+    /// The job id, which `run`, `once` and `delete` need.
+    pub fn require_job_id(&self) -> Result<&str, ConfigError> {
+        self.job_id.as_deref().ok_or_else(|| ConfigError::Missing {
+            key: "job_id".to_string(),
+            hint: "give --job-id, set job_id in the config file, or run inside a Slurm job (SLURM_JOB_ID)"
+                .to_string(),
+        })
+    }
+}
