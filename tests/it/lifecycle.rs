@@ -391,6 +391,37 @@ fn second_agent_for_a_group_refuses() {
         assert!(a.wait_exit(Duration::from_secs(10)).success());
     }
     assert_eq!(locks(), 0, "lock files left behind");
+
+    // An agent that pushes to no Pushgateway (scrape mode) takes no lock: it starts beside
+    // the job's pushing agent and serves the same job.
+    let first = spawn_agent(&args);
+    pg.wait_group("lock", "the pushing agent's group", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut scrape_args = args.clone();
+    scrape_args.extend(["--listen", &addr, "--no-push"]);
+    let mut scraper = spawn_agent(&scrape_args);
+    let http = reqwest::blocking::Client::new();
+    let body = eventually(
+        Duration::from_secs(10),
+        "the scrape-only agent's /metrics",
+        || {
+            http.get(format!("http://{addr}/metrics"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .and_then(|r| r.error_for_status())
+                .and_then(|r| r.text())
+                .map_err(|e| e.to_string())
+        },
+    );
+    assert!(body.contains("slurm_job_id=\"lock\""), "{body}");
+    assert_eq!(locks(), 1, "only the pushing agent holds a lock");
+    let mut first = first;
+    for a in [&mut scraper, &mut first] {
+        a.signal("TERM");
+        assert!(a.wait_exit(Duration::from_secs(10)).success());
+    }
 }
 
 /// Kills a process by pid when dropped (for a daemon that is no child of the test).
