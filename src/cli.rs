@@ -53,6 +53,14 @@ pub enum Command {
     /// Print the job's dashboard link (dashboard_url with {job_id} and {cluster} filled in),
     /// or nothing when no dashboard_url is set: what arkouda-srun shows its user.
     DashboardUrl(Common),
+    /// Print one setting's resolved value, for scripts (a duration in seconds; nothing
+    /// when unset; secrets refused): `arkouda-push-agent get linger`.
+    Get {
+        /// The setting's key, e.g. linger or metrics_port.
+        key: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Slurm hooks, run as root by slurm/prolog.sh, epilog.sh and epilog-slurmctld.sh:
     /// decide from the job's SLURM_* variables and the [slurm] settings, then act.
     #[command(subcommand)]
@@ -100,7 +108,7 @@ impl Command {
                 c
             }
             Command::Slurm(hook) => hook.common(),
-            Command::Once { common, .. } => common,
+            Command::Once { common, .. } | Command::Get { common, .. } => common,
             Command::Sweep { common, .. } => common,
         }
     }

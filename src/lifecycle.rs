@@ -76,6 +76,9 @@ pub struct Poller {
     session: Option<Session>,
     server: ServerState,
     reported_unknown: HashSet<String>,
+    /// The latest poll, when it worked: the final cycle's values if the server does not
+    /// answer at once at the stop.
+    last: Option<Poll>,
     /// The job summary, kept when `summary_file` is set.
     summary: Option<Summary>,
 }
@@ -107,6 +110,7 @@ impl Poller {
             settings,
             server: ServerState::Unknown,
             reported_unknown: HashSet::new(),
+            last: None,
         }
     }
 
@@ -197,7 +201,45 @@ impl Poller {
         let result = self.poll().await;
         self.stats.poll_duration_seconds = started.elapsed().as_secs_f64();
         self.note_poll(&result);
-        let (records, info) = match &result {
+        let cycle = self.render(&result, started);
+        let ok = result.is_ok();
+        self.last = result.ok();
+        (ok, cycle)
+    }
+
+    /// The final cycle at the stop, carrying the end time, with the lease running to the
+    /// end of the linger: a fresh poll if the server answers at once, else the last poll's
+    /// values (with `arkouda_up` as it stood).
+    pub async fn final_cycle(&mut self, linger: Duration) -> Arc<Cycle> {
+        let started = Instant::now();
+        let end = unix_now();
+        self.stats.end_timestamp_seconds = Some(end);
+        let fresh = match tokio::time::timeout(FINAL_POLL, self.poll()).await {
+            Ok(r) => r,
+            Err(_) => Err(PollError::NoConnectionInfo {
+                path: Default::default(),
+                reason: "no answer at once at the stop".into(),
+            }),
+        };
+        let result = match (fresh, self.last.take()) {
+            (Ok(p), _) => Ok(p),
+            (Err(_), Some(last)) => Ok(last),
+            (Err(e), None) => Err(e),
+        };
+        let mut cycle = self.render(&result, started);
+        if let Some(c) = Arc::get_mut(&mut cycle) {
+            set_gauge(
+                &mut c.families,
+                translate::AGENT_LEASE.name,
+                end + linger.as_secs_f64(),
+            );
+        }
+        cycle
+    }
+
+    /// Translates one poll's result (records, or `arkouda_up 0`) into a cycle.
+    fn render(&mut self, result: &Result<Poll, PollError>, started: Instant) -> Arc<Cycle> {
+        let (records, info) = match result {
             Ok(p) => (Some(p.records.records.as_slice()), p.server_info.as_deref()),
             Err(_) => (None, None),
         };
@@ -248,7 +290,21 @@ impl Poller {
             poll_ms,
             render_ms: started.elapsed().as_secs_f64() * 1e3 - poll_ms,
         };
-        (result.is_ok(), Arc::new(cycle))
+        Arc::new(cycle)
+    }
+}
+
+/// How long the final poll at the stop may take: "answers at once".
+const FINAL_POLL: Duration = Duration::from_millis(500);
+
+/// Sets the value of the unlabelled gauge `name` in `families`.
+fn set_gauge(families: &mut [prometheus::proto::MetricFamily], name: &str, value: f64) {
+    for f in families.iter_mut().filter(|f| f.name() == name) {
+        for m in f.mut_metric().iter_mut() {
+            let mut g = prometheus::proto::Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
     }
 }
 
@@ -315,8 +371,23 @@ pub async fn run(
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         }
     }
-    let deadline = Instant::now() + shutdown_timeout;
-    let ended = futures_util::future::join_all(running.into_iter().map(|r| r.end(deadline))).await;
+    let linger = poller.settings.linger;
+    let ended = if linger.is_zero() {
+        let deadline = Instant::now() + shutdown_timeout;
+        futures_util::future::join_all(running.into_iter().map(|r| r.end(deadline))).await
+    } else {
+        // The final push carries the end time; a lingering sink (the Pushgateway) keeps
+        // the group `linger` long so that Prometheus scrapes the final values, the others
+        // end at once (remote write: the final sample, then the staleness markers).
+        let last = poller.final_cycle(linger).await;
+        let now = Instant::now();
+        tracing::info!(linger = %humantime::format_duration(linger), "final push; the job's group is kept for the linger, then deleted");
+        futures_util::future::join_all(running.into_iter().map(|r| {
+            let at = if r.lingers() { now + linger } else { now };
+            r.end_after(last.clone(), at, shutdown_timeout)
+        }))
+        .await
+    };
     poller.write_summary();
     if ended.iter().all(|ok| *ok) {
         tracing::info!("every sink ended; exiting");

@@ -258,6 +258,12 @@ fn main() -> ExitCode {
                     Err(e) => fail(&e),
                 }
             }
+            (Command::Get { key, .. }, _) => {
+                if let Some(v) = resolved.plain_value(&key) {
+                    arkouda_push_agent::outln!("{v}");
+                }
+                ExitCode::SUCCESS
+            }
             (Command::DashboardUrl(_), _) => {
                 if let Some(url) = settings.dashboard_link(&job_id) {
                     arkouda_push_agent::outln!("{url}");

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::sinks::pushgateway::GroupingKey;
-use crate::translate::AGENT_LEASE;
+use crate::translate::{AGENT_END, AGENT_LEASE};
 
 /// What Slurm said, or why it was not asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,6 +331,9 @@ pub struct Found {
     pub labels: Vec<(String, String)>,
     pub job_id: String,
     pub lease_expiry: Option<f64>,
+    /// Its agent made its final push with `linger` (the group carries the end time): it
+    /// is kept until its lease (end + linger) has expired, whatever Slurm says.
+    pub lingering: bool,
 }
 
 impl Found {
@@ -492,15 +495,21 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
     // (pending jobs are listed), so its new group is never taken for an ended job's.
     for (i, pgw) in pgws.iter().enumerate() {
         let deadline = Instant::now() + settings.shutdown_timeout;
-        match pgw.groups_with_value(AGENT_LEASE.name, deadline).await {
+        match pgw
+            .groups_with_values(&[AGENT_LEASE.name, AGENT_END.name], deadline)
+            .await
+        {
             Ok(groups) => {
-                for (g, lease) in groups {
+                for (g, values) in groups {
+                    let lease = values.first().copied().flatten();
+                    let ended = values.get(1).copied().flatten();
                     match ours(&g.labels, &settings.job, settings.cluster.as_deref()) {
                         Some(id) => found.push(Found {
                             pushgateway: i,
                             job_id: id.to_string(),
                             labels: g.labels.clone(),
                             lease_expiry: lease,
+                            lingering: ended.is_some(),
                         }),
                         None => others += 1,
                     }
@@ -591,6 +600,10 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
             _ => None,
         };
         let lease = lease_state(f.lease_expiry, now, settings.grace);
+        let doubt = match (f.lingering, doubt) {
+            (true, _) => Some("its agent ended the job with a linger".to_string()),
+            (false, d) => d,
+        };
         let verdict = decide(&f.job_id, lease, &scheduler, doubt.as_deref());
         let key = GroupingKey::new(&settings.job, agent_order(f.labels.clone()));
         let place = format!("{}{}", pgw.url(), key.path());
@@ -915,6 +928,7 @@ mod tests {
             job_id: id.to_string(),
             labels: labels(&[&[("job", "arkouda"), ("slurm_job_id", id)][..], extra].concat()),
             lease_expiry: lease,
+            lingering: false,
         };
         let mut found = vec![
             f(0, "1", &[], Some(100.0)),

@@ -62,6 +62,7 @@ defs! {
     AGENT_LISTEN_ERRORS = "arkouda_agent_listen_errors_total", Counter, "Failed attempts to bind the listen address (scrape mode) since the agent started; the agent keeps pushing and tries again every cycle.";
     AGENT_SKIPPED = "arkouda_agent_skipped_records_total", Counter, "Records the agent skipped since it started (unknown category or scope, missing field, or nothing to map them to).";
     AGENT_UNKNOWN_FIELDS = "arkouda_agent_unknown_fields_total", Counter, "Unknown fields seen on metric records since the agent started (ignored).";
+    AGENT_END = "arkouda_agent_end_timestamp_seconds", Gauge, "Unix time the job's agent stopped: only in the final push of an agent with `linger`, which keeps the group that long after it.";
     AGENT_LEASE = "arkouda_agent_lease_expiry_timestamp_seconds", Gauge, "Unix time until which the agent holds this group: push time + lease. Past it the agent is presumed dead; `arkouda-push-agent sweep` may delete the group.";
     AGENT_SERIES = "arkouda_agent_series", Gauge, "Series in this push of the job (this one included).";
     AGENT_SERIES_DROPPED = "arkouda_agent_series_dropped_total", Counter, "Series folded into \"other\" or dropped by the cardinality budget since the agent started.";
@@ -125,6 +126,8 @@ pub struct AgentStats {
     pub remote_write_dropped_total: Option<u64>,
     /// Failed binds of the `listen` address; None (not emitted) without `listen`.
     pub listen_errors_total: Option<u64>,
+    /// Unix seconds the agent stopped: only in the final push of a lingering agent.
+    pub end_timestamp_seconds: Option<f64>,
 }
 
 /// Fixed facts that label the output.
@@ -422,6 +425,9 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
     b.add(AGENT_UNKNOWN_FIELDS, &[], a.unknown_fields_total as f64);
     if let Some(expiry) = a.lease_expiry_timestamp_seconds {
         b.add(AGENT_LEASE, &[], expiry);
+    }
+    if let Some(end) = a.end_timestamp_seconds {
+        b.add(AGENT_END, &[], end);
     }
     if let Some(n) = a.remote_write_errors_total {
         b.add(AGENT_RW_ERRORS, &[], n as f64);

@@ -371,6 +371,10 @@ pub static KEYS: &[KeyDef] = &[
         .group(Group::Run)
         .value("PATH")
         .example("\"/var/log/arkouda-push-agent/agent.log\""),
+    key("linger", Kind::Duration, Some("0s"), &[],
+        "`run`: at the stop, a final push (a fresh poll if the server answers at once, else the last values) carrying `arkouda_agent_end_timestamp_seconds`, then the group kept this long before it is deleted, so that a Prometheus scraping the Pushgateway gets the job's final values; set it to at least the scrape interval. 0: delete at once (the default: a site that wants the final values sets its own scrape interval here). Remote write needs none: the final sample, then the staleness markers.")
+        .group(Group::Run)
+        .value("DURATION"),
     key("summary_file", Kind::Path, None, &[],
         "`run`: at exit, write the job's summary as JSON to this path (`%j`: the job id), atomically; a failure is logged and never changes the exit code. Fields: `job_id`, `cluster`, `started`, `ended`, `duration_seconds`, `polls`, `failed_polls`, `server` {`version`, `locales`}, `requests`, `errors`, `peak_memory_bytes`.")
         .group(Group::Run)

@@ -163,6 +163,29 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// A non-secret setting's value as a script wants it: a duration in seconds, a list
+    /// comma-separated, a string bare; None when unset, unknown or secret.
+    pub fn plain_value(&self, key: &str) -> Option<String> {
+        let def = find_key(key).filter(|d| !d.secret)?;
+        let (raw, _) = self.get(key)?;
+        let text = match raw {
+            Raw::Str(s) => s.clone(),
+            Raw::List(items) => items
+                .iter()
+                .map(|i| match i {
+                    Raw::Str(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        if def.kind == Kind::Duration {
+            return parse_duration(&text).map(|d| d.as_secs_f64().to_string());
+        }
+        Some(text)
+    }
+
     pub fn get(&self, key: &str) -> Option<&(Raw, Source)> {
         self.entries
             .iter()

@@ -56,6 +56,8 @@ pub struct Settings {
     pub legacy_names: bool,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
+    /// run: how long the group is kept after the final push at the stop (0: not at all).
+    pub linger: Duration,
     /// run: where the job summary goes at exit (`%j`: the job id).
     pub summary_file: Option<PathBuf>,
     /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
@@ -293,6 +295,7 @@ impl Settings {
             log_level,
             log_file: r.path("log_file")?,
             summary_file: r.path("summary_file")?,
+            linger: r.duration("linger", Duration::ZERO, Duration::from_secs(24 * 3600))?,
             dashboard_url: r.dashboard_url()?,
             listen,
             no_push,

@@ -91,6 +91,12 @@ pub trait Sink: Send {
     /// markers, stops serving). True when all of it is done.
     fn end(&mut self, deadline: Instant) -> BoxFuture<'_, bool>;
 
+    /// Whether what it holds should outlive the job by `linger` (a Pushgateway group that a
+    /// Prometheus has yet to scrape); the others end right after the final cycle.
+    fn lingers(&self) -> bool {
+        false
+    }
+
     /// For `check`: tries the destination once, one line per endpoint.
     fn check(&self, deadline: Instant) -> BoxFuture<'_, Vec<CheckLine>>;
 }
@@ -153,6 +159,7 @@ impl Counters {
 /// A sink running in its own task.
 pub struct Running {
     name: &'static str,
+    lingers: bool,
     cycles: watch::Sender<Option<Arc<Cycle>>>,
     stop: Option<oneshot::Sender<Stop>>,
     task: tokio::task::JoinHandle<bool>,
@@ -165,6 +172,9 @@ enum Stop {
     Flush(Instant),
     /// End: remove what the sink holds of the job (`run`).
     End(Instant),
+    /// Ship the final cycle (offered just before), keep what it holds until `at`, then
+    /// end within `budget` (`run` with `linger`).
+    FinalThenEnd { at: Instant, budget: Duration },
 }
 
 impl Running {
@@ -175,9 +185,11 @@ impl Running {
         let (cycles, rx) = watch::channel(None);
         let (stop, stop_rx) = oneshot::channel();
         let name = sink.name();
+        let lingers = sink.lingers();
         let task = tokio::spawn(drive(sink, rx, stop_rx, ship_timeout));
         Running {
             name,
+            lingers,
             cycles,
             stop: Some(stop),
             task,
@@ -186,6 +198,11 @@ impl Running {
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// See [`Sink::lingers`].
+    pub fn lingers(&self) -> bool {
+        self.lingers
     }
 
     /// Hands the sink the newest cycle; never waits.
@@ -203,6 +220,14 @@ impl Running {
     /// shipped: the end supersedes it); true when it ended cleanly before `deadline`.
     pub async fn end(self, deadline: Instant) -> bool {
         self.stop_with(Stop::End(deadline), deadline).await
+    }
+
+    /// Ships `last` (the final cycle, with the end time), keeps what the sink holds until
+    /// `at` (now for a sink that does not linger), then ends it within `budget`.
+    pub async fn end_after(self, last: Arc<Cycle>, at: Instant, budget: Duration) -> bool {
+        self.offer(last);
+        self.stop_with(Stop::FinalThenEnd { at, budget }, at + budget)
+            .await
     }
 
     async fn stop_with(mut self, how: Stop, deadline: Instant) -> bool {
@@ -259,6 +284,9 @@ async fn drive(
                             // stuck after it is cut, which the sink's end accounts for.
                             let limit = match how {
                                 Ok(Stop::End(d) | Stop::Flush(d)) => deadline.min(stop_grace(d)),
+                                Ok(Stop::FinalThenEnd { budget, .. }) => {
+                                    deadline.min(stop_grace(Instant::now() + budget))
+                                }
                                 Err(_) => deadline,
                             };
                             let _ = tokio::time::timeout_at(limit, ship).await;
@@ -281,6 +309,16 @@ async fn drive(
             sink.flush(deadline).await && ok
         }
         Some(Stop::End(deadline)) => sink.end(deadline).await,
+        Some(Stop::FinalThenEnd { at, budget }) => {
+            let waiting = cycles.has_changed().unwrap_or(false);
+            let cycle = cycles.borrow_and_update().clone();
+            let mut shipped = true;
+            if let (true, Some(cycle)) = (waiting, cycle) {
+                shipped = sink.ship(cycle, Instant::now() + budget / 2).await;
+            }
+            tokio::time::sleep_until(at).await;
+            sink.end(Instant::now().max(at) + budget).await && shipped
+        }
         // The lifecycle went away without a word: nothing is left to do cleanly.
         None => false,
     }

@@ -637,7 +637,11 @@ pub fn epilog_plan(
         files: job_files(&settings.slurm.state_dir, &job.run_id()),
         unit: ctx.systemd.then(|| unit_name(&job.run_id())),
         wait: agent_shutdown_timeout(settings) + STOP_MARGIN,
-        backstop: selected.is_yes().then_some(EPILOG_BACKSTOP),
+        // With `linger`, the group outlives the job on purpose: the agent's final push
+        // leases it until the linger ends, and the sweep deletes it after that. The
+        // Epilog stops the agent within its budget all the same (the linger happens
+        // outside it) and deletes nothing.
+        backstop: (selected.is_yes() && settings.linger.is_zero()).then_some(EPILOG_BACKSTOP),
         why,
     })))
 }
@@ -660,6 +664,12 @@ pub enum CtldPlan {
 pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
     match selection(&settings.slurm.select, job) {
         Selection::No(why) => CtldPlan::Nothing(format!("not selected: {why}")),
+        // Never before the end time + linger: the sweep deletes a lingering group once its
+        // lease (end + linger) has expired, a crashed node's included.
+        Selection::Yes(_) if !settings.linger.is_zero() => CtldPlan::Nothing(format!(
+            "linger is {}: the group is kept after the job and left to the sweep",
+            humantime::format_duration(settings.linger)
+        )),
         Selection::Yes(why) => CtldPlan::Delete {
             job_id: job.id.clone(),
             restart_count: job.restart_count,
@@ -1252,6 +1262,20 @@ mod tests {
                 want,
                 "{procid:?} {here}"
             );
+        }
+    }
+
+    /// With `linger`, neither backstop deletes at the job's end: the group outlives the
+    /// job on purpose and the sweep deletes it once its lease (end + linger) expired.
+    #[test]
+    fn linger_defers_the_backstops_to_the_sweep() {
+        let j = job(&[("SLURM_JOB_COMMENT", "arkouda-metrics")]);
+        let plain = settings(&[]);
+        let lingering = settings(&[("linger", "30s")]);
+        assert!(matches!(ctld_plan(&plain, &j), CtldPlan::Delete { .. }));
+        match ctld_plan(&lingering, &j) {
+            CtldPlan::Nothing(why) => assert!(why.starts_with("linger is 30s"), "{why}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -1929,3 +1929,79 @@ fn pushed_body_passes_promtool_check_metrics() {
         }
     }
 }
+
+/// `linger`: a job shorter than one scrape interval still reaches Prometheus. The agent's
+/// final push (with its end time) stays `linger` long (here 3 s against a 1 s scrape), so
+/// Prometheus scrapes the job's final values before the group is deleted.
+#[test]
+fn linger_gets_a_short_jobs_final_values_into_prometheus() {
+    let pg = Pushgateway::start();
+    let prom = Prometheus::start(&test_prometheus_yml(
+        &format!("127.0.0.1:{}", pg.port()),
+        "127.0.0.1:9",
+    ));
+    // Prometheus scrapes the Pushgateway before the job starts.
+    eventually(
+        Duration::from_secs(30),
+        "a first scrape of the Pushgateway",
+        || match prom.query_at("up{job=\"pushgateway\"}", now()) {
+            Ok(s) if s.iter().any(|s| s.value == 1.0) => Ok(()),
+            Ok(s) => Err(format!("{} series", s.len())),
+            Err(e) => Err(e),
+        },
+    );
+    let sim = Sim::start(&[]);
+    let dir = TempDir::new("linger");
+    let mut agent = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "short",
+        "--interval",
+        "10s",
+        "--linger",
+        "3s",
+        "--lock-dir",
+        dir.0.to_str().unwrap(),
+    ]);
+    // The job ends right after its first push: well within one scrape interval.
+    pg.wait_group("short", "the first push", |g| {
+        g.value("arkouda_up", &[]) == Some(1.0)
+    });
+    let stopped = std::time::Instant::now();
+    agent.signal("TERM");
+    let g = pg.wait_group("short", "the final push with the end time", |g| {
+        g.value("arkouda_agent_end_timestamp_seconds", &[])
+            .is_some()
+    });
+    let end = g.value("arkouda_agent_end_timestamp_seconds", &[]).unwrap();
+    let lease = g
+        .value("arkouda_agent_lease_expiry_timestamp_seconds", &[])
+        .unwrap();
+    assert!((lease - end - 3.0).abs() < 0.01, "lease {lease}, end {end}");
+    // Prometheus gets the final values.
+    let q = "arkouda_agent_end_timestamp_seconds{slurm_job_id=\"short\"}";
+    let seen = eventually(
+        Duration::from_secs(10),
+        "the final push in Prometheus",
+        || match prom.query_at(q, now()) {
+            Ok(s) if !s.is_empty() => Ok(s[0].value),
+            Ok(_) => Err("not yet".into()),
+            Err(e) => Err(e),
+        },
+    );
+    assert_eq!(seen, end);
+    // Then the group goes, and the agent exits 0.
+    pg.wait_gone("short", Duration::from_secs(8));
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(agent.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    let (code, out, _) = run_agent(&["get", "linger", "--linger", "3s"]);
+    assert_eq!((code, out.as_str()), (0, "3\n"));
+}

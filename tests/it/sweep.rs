@@ -491,3 +491,45 @@ fn sweep_with_a_partial_view_lets_leases_decide() {
         assert!(present(id, cluster), "{id}");
     }
 }
+
+/// A group whose agent ended the job with a `linger` (it carries the end time) is kept,
+/// even with a full view of Slurm, until its lease (end + linger) has expired beyond the
+/// grace; then it goes like any other.
+#[test]
+fn a_lingering_group_is_kept_until_its_linger_ends() {
+    use arkouda_push_agent::translate::AGENT_END;
+    let pg = Pushgateway::start();
+    let dir = TempDir::new("fakeslurm-linger");
+    let squeue = fake_slurm(&dir, &[]);
+    let t = now();
+    let lingering = |lease: f64| {
+        format!(
+            "{}# HELP {n} {h}\n# TYPE {n} gauge\n{n} {end}\n",
+            lease_body(lease),
+            n = AGENT_END.name,
+            h = AGENT_END.help,
+            end = t - 1.0
+        )
+    };
+    pg.put_raw(&alpha("801"), &lingering(t + 600.0)); // lingering, live
+    pg.put_raw(&alpha("802"), &lingering(t - 7200.0)); // its linger long over
+    pg.put_raw(&alpha("803"), &lease_body(t + 600.0)); // ended without linger
+    let (rc, out, _) = sweep(
+        None,
+        &[
+            "--pushgateway",
+            pg.url.as_str(),
+            "--squeue",
+            squeue.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rc, 0, "{out}");
+    let url = &pg.url;
+    for line in [
+        format!("kept {url}{}: job 801 is not in Slurm's answer, but its agent ended the job with a linger, so its lease decides: lease valid for", alpha("801")),
+        format!("deleted {url}{}: job 802 is not in Slurm's answer, but its agent ended the job with a linger, so its lease decides: lease expired", alpha("802")),
+        format!("deleted {url}{}: Slurm no longer runs job 803", alpha("803")),
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(&line)), "{line}\n{out}");
+    }
+}

@@ -456,6 +456,20 @@ impl Pushgateway {
         metric: &str,
         deadline: Instant,
     ) -> Result<Vec<(Group, Option<f64>)>, PushError> {
+        Ok(self
+            .groups_with_values(&[metric], deadline)
+            .await?
+            .into_iter()
+            .map(|(g, mut v)| (g, v.pop().flatten()))
+            .collect())
+    }
+
+    /// Every group with the values of its unlabelled series `metrics`, in that order.
+    pub async fn groups_with_values(
+        &self,
+        metrics: &[&str],
+        deadline: Instant,
+    ) -> Result<Vec<(Group, Vec<Option<f64>>)>, PushError> {
         let url = format!("{}/api/v1/metrics", self.base);
         let bad = |reason: String| PushError::BadAnswer {
             op: "GET",
@@ -490,7 +504,7 @@ impl Pushgateway {
                     labels: pairs,
                     push_time_seconds: first_value(g, "push_time_seconds"),
                 };
-                Some((group, first_value(g, metric)))
+                Some((group, metrics.iter().map(|m| first_value(g, m)).collect()))
             })
             .collect())
     }

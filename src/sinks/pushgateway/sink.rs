@@ -290,6 +290,10 @@ impl Sink for PushgatewaySink {
         })
     }
 
+    fn lingers(&self) -> bool {
+        true
+    }
+
     fn check(&self, deadline: Instant) -> BoxFuture<'_, Vec<CheckLine>> {
         Box::pin(async move {
             let mut lines = Vec::with_capacity(self.targets.len());
