@@ -7,13 +7,17 @@
 #
 #   bash benches/compare.sh            # prints markdown tables for BENCHMARKS.md
 #   CYCLES=40 SIZES="64 1024" bash benches/compare.sh
+#   EXTRAS=0 bash benches/compare.sh   # the side-by-side table only (no layout, no start-up)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CYCLES=${CYCLES:-40}
 SIZES=${SIZES:-"1 64 1024 4096"}
 INTERVAL_MS=${INTERVAL_MS:-250}
+EXTRAS=${EXTRAS:-1}
 python3 -c 'import zmq, prometheus_client' 2>/dev/null || pip install -q pyzmq prometheus_client
 cargo build --release --quiet --bins --example put_floor
+# Where cargo put them (CARGO_TARGET_DIR, e.g. a worktree's own target directory).
+R="${CARGO_TARGET_DIR:-target}/release"
 W=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
@@ -35,7 +39,7 @@ start_pg() {
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 start_sim() {
   SIM_PORT=$(free_port)
-  target/release/arkouda-sim --metrics-port "$SIM_PORT" --locales "$1" >/dev/null 2>&1 &
+  "$R"/arkouda-sim --metrics-port "$SIM_PORT" --locales "$1" >/dev/null 2>&1 &
   SIM_PID=$!; pids+=($SIM_PID); sleep 0.3
 }
 
@@ -44,7 +48,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for L in $SIZES; do
   # The agent.
   start_pg; start_sim "$L"
-  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null target/release/arkouda-push-agent run --arkouda "tcp://127.0.0.1:$SIM_PORT" \
+  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null "$R"/arkouda-push-agent run --arkouda "tcp://127.0.0.1:$SIM_PORT" \
     --pushgateway "http://127.0.0.1:$PG_PORT" --job-id bench --interval "${INTERVAL_MS}ms" --arkouda-timeout 10s \
     --lock-dir "$W" --log-level arkouda_push_agent=debug 2>"$W/agent.log" &
   A=$!; pids+=($A)
@@ -59,7 +63,7 @@ for L in $SIZES; do
   a_cpu=$(python3 -c "print(($c1-$c0)/$CYCLES)")
   a_rss=$(python3 -c "print($rss/1024)")
   # The body the agent pushes, for the floor.
-  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null target/release/arkouda-push-agent once --dry-run --arkouda "tcp://127.0.0.1:$SIM_PORT" >"$W/body.txt" 2>/dev/null
+  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null "$R"/arkouda-push-agent once --dry-run --arkouda "tcp://127.0.0.1:$SIM_PORT" >"$W/body.txt" 2>/dev/null
   stop $SIM_PID; stop $PG_PID
 
   # The Python reference.
@@ -74,7 +78,7 @@ print((float(rows[-1][4])-float(rows[2][4]))/(len(rows)-3))")
   stop $SIM_PID
 
   # The floor, on the Pushgateway the Python run used (it holds that run's group).
-  f_put=$(target/release/examples/put_floor "127.0.0.1:$PG_PORT" $((CYCLES + 3)) "/metrics/job/arkouda/slurm_job_id/bench=$W/body.txt" | tail -n "$CYCLES" | awk '{print $2}' | median)
+  f_put=$("$R"/examples/put_floor "127.0.0.1:$PG_PORT" $((CYCLES + 3)) "/metrics/job/arkouda/slurm_job_id/bench=$W/body.txt" | tail -n "$CYCLES" | awk '{print $2}' | median)
   stop $PG_PID
   python3 - "$L" "$a_cycle" "$a_poll" "$a_render" "$a_push" "$a_cpu" "$a_rss" "$p_cycle" "$p_poll" "$p_push" "$p_cpu" "$p_rss" "$f_put" <<'PY'
 import sys
@@ -83,6 +87,7 @@ print(f"| {L} | {ac:.2f} ({ap:.2f} / {ar:.2f} / {apu:.2f}) | {acpu:.2f} | {arss:
 PY
 done
 
+(( EXTRAS )) || exit 0
 echo
 echo "One group per locale (the layout the agent does not use): the per-locale series of L locales PUT as L groups vs. one group, per cycle."
 echo
@@ -104,9 +109,9 @@ with open(f"{d}/all.txt", "w") as all_:
         all_.write(body)
 PY
   for ((l = 0; l < L; l++)); do args+=("/metrics/job/arkouda/slurm_job_id/bench/locale/$l=$W/groups/$l.txt"); done
-  per=$(target/release/examples/put_floor "127.0.0.1:$PG_PORT" 5 "${args[@]}" | tail -n 3 | awk '{print $2}' | median)
+  per=$("$R"/examples/put_floor "127.0.0.1:$PG_PORT" 5 "${args[@]}" | tail -n 3 | awk '{print $2}' | median)
   stop $PG_PID; start_pg
-  single=$(target/release/examples/put_floor "127.0.0.1:$PG_PORT" 6 "/metrics/job/arkouda/slurm_job_id/bench=$W/groups/all.txt" | tail -n 3 | awk '{print $2}' | median)
+  single=$("$R"/examples/put_floor "127.0.0.1:$PG_PORT" 6 "/metrics/job/arkouda/slurm_job_id/bench=$W/groups/all.txt" | tail -n 3 | awk '{print $2}' | median)
   stop $PG_PID
   echo "| $L | $per | $single |"
   rm -rf "$W/groups"
@@ -117,7 +122,7 @@ echo "Start to first push (sim already answering, 1024 locales), 5 runs:"
 start_pg; start_sim 1024
 for i in 1 2 3 4 5; do
   t0=$(date +%s.%N)
-  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null target/release/arkouda-push-agent run --arkouda "tcp://127.0.0.1:$SIM_PORT" \
+  ARKOUDA_PUSH_AGENT_CONFIG=/dev/null "$R"/arkouda-push-agent run --arkouda "tcp://127.0.0.1:$SIM_PORT" \
     --pushgateway "http://127.0.0.1:$PG_PORT" --job-id "start$i" --interval 10s --lock-dir "$W" 2>"$W/start.log" &
   A=$!
   until grep -q "pushing to the Pushgateway" "$W/start.log"; do sleep 0.002; done

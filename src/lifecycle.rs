@@ -2,8 +2,9 @@
 //! at the stop, end every sink within the shutdown deadline.
 //!
 //! Cycles never overlap and do not drift (a fixed-rate ticker that skips missed ticks).
-//! The blocking ZeroMQ poll runs off the async runtime, so a signal is handled at once even
-//! while a poll is stuck. The sinks run in tasks of their own ([`Running`]): a slow or down
+//! The ZeroMQ poll waits in the runtime's reactor (no thread of its own), so a signal is
+//! handled at once even while a poll is stuck: the poll is dropped, and the session
+//! reconnects should it poll again. The sinks run in tasks of their own ([`Running`]): a slow or down
 //! destination delays neither the poll nor another destination. Logs are one line per
 //! state change of the server (lost, back), never one per failed cycle; each sink logs its
 //! own.
@@ -72,8 +73,7 @@ pub struct Poller {
     stats: AgentStats,
     /// What the sinks count (push errors, remote-write errors, failed binds).
     counters: Arc<Counters>,
-    /// Taken while a poll runs on the blocking pool; rebuilt if that task is lost.
-    session: Option<Session>,
+    session: Session,
     server: ServerState,
     reported_unknown: HashSet<String>,
     /// The latest poll, when it worked: the final cycle's values if the server does not
@@ -99,7 +99,7 @@ impl Poller {
                 ..AgentStats::default()
             },
             counters,
-            session: Some(session(&settings)),
+            session: session(&settings),
             summary: settings.summary_file.as_ref().map(|_| {
                 Summary::new(
                     settings.job_id.as_deref().unwrap_or_default(),
@@ -132,26 +132,7 @@ impl Poller {
     }
 
     async fn poll(&mut self) -> Result<Poll, PollError> {
-        let mut session = self
-            .session
-            .take()
-            .unwrap_or_else(|| session(&self.settings));
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = session.poll();
-            (session, r)
-        })
-        .await;
-        match joined {
-            Ok((session, result)) => {
-                self.session = Some(session);
-                result
-            }
-            // The poll task panicked or was cancelled: start over with a fresh session.
-            Err(e) => Err(PollError::NoConnectionInfo {
-                path: Default::default(),
-                reason: format!("internal error in the poll task: {e}"),
-            }),
-        }
+        self.session.poll().await
     }
 
     fn note_poll(&mut self, result: &Result<Poll, PollError>) {
@@ -166,11 +147,7 @@ impl Poller {
                     }
                 }
                 if self.server != ServerState::Up {
-                    let endpoint = self
-                        .session
-                        .as_ref()
-                        .map(|s| s.endpoint().to_string())
-                        .unwrap_or_default();
+                    let endpoint = self.session.endpoint().to_string();
                     tracing::info!(
                         endpoint = %endpoint,
                         release = %p.release.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into()),
@@ -442,13 +419,10 @@ pub async fn check(
     }
     let deadline = Instant::now() + settings.push_timeout;
     let mut s = session(&settings);
-    let polled = tokio::task::spawn_blocking(move || {
-        let r = s.poll();
-        (s.endpoint().to_string(), r)
-    })
-    .await;
+    let polled = s.poll().await;
+    let endpoint = s.endpoint();
     let mut ok = match polled {
-        Ok((endpoint, Ok(p))) => {
+        Ok(p) => {
             crate::outln!(
                 "arkouda: OK {endpoint}, release {}, {} locales, {} records",
                 p.release
@@ -458,10 +432,6 @@ pub async fn check(
                 p.records.records.len()
             );
             true
-        }
-        Ok((_, Err(e))) => {
-            crate::outln!("arkouda: FAILED: {e}");
-            false
         }
         Err(e) => {
             crate::outln!("arkouda: FAILED: {e}");

@@ -310,7 +310,7 @@ fn main() -> ExitCode {
             (Command::Run(_), None) => ExitCode::FAILURE,
         }
     });
-    // A poll stuck in a blocking ZeroMQ call must not hold the exit.
+    // Nothing left on the blocking pool (a name lookup of the HTTP client) may hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
 }

@@ -4,9 +4,15 @@
 //! and a fresh one is made for the next request: a REQ socket that missed a reply is stuck
 //! in its send/receive cycle, and the real metrics daemon can stop answering for good
 //! (it dies silently on a bad request), so nothing here ever waits without a bound.
-//! Blocking calls: the agent runs them off its async runtime.
+//! Nothing blocks: the socket's notification descriptor (ZMQ_FD) is in the tokio
+//! reactor, so a request waits on the runtime's own thread, with no thread hand-off.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::time::Instant;
 
 use super::protocol::{self, ArgStyle, ProtocolError, Reply};
 use crate::secret::Secret;
@@ -43,18 +49,68 @@ pub struct ClientOptions {
 
 pub struct Client {
     ctx: zmq::Context,
-    socket: Option<zmq::Socket>,
+    conn: Option<Conn>,
     endpoint: String,
     opts: ClientOptions,
+    /// A request was sent and its reply not yet read: set while a request is under way,
+    /// so that one cancelled half-way (the agent stopping) leaves the socket to be remade
+    /// rather than a REQ socket stuck between its send and its receive.
+    in_flight: bool,
+}
+
+/// A REQ socket, seen by the reactor as its notification descriptor (ZMQ_FD).
+struct Sock {
+    socket: zmq::Socket,
+    fd: RawFd,
+}
+
+impl AsRawFd for Sock {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// A socket registered with the runtime's reactor (deregistered before it closes: the
+/// `AsyncFd` drops its registration, then the socket).
+struct Conn(AsyncFd<Sock>);
+
+impl Conn {
+    fn socket(&self) -> &zmq::Socket {
+        &self.0.get_ref().socket
+    }
+
+    /// Waits until the socket has `want` (ZMQ_EVENTS), or `deadline` passes (false).
+    ///
+    /// ZMQ_FD only says that ZMQ_EVENTS may have changed (and is edge-like: reading
+    /// ZMQ_EVENTS can consume the notification), so ZMQ_EVENTS is read before every wait
+    /// and again after every wake-up; a readiness cleared before that read cannot hide
+    /// one that comes after it.
+    async fn wait(&mut self, want: zmq::PollEvents, deadline: Instant) -> Result<bool, zmq::Error> {
+        loop {
+            if self.socket().get_events()?.intersects(want) {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, self.0.readable_mut()).await {
+                Ok(Ok(mut guard)) => guard.clear_ready(),
+                Ok(Err(e)) => return Err(io_to_zmq(&e)),
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+}
+
+fn io_to_zmq(e: &std::io::Error) -> zmq::Error {
+    zmq::Error::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))
 }
 
 impl Client {
     pub fn new(endpoint: impl Into<String>, opts: ClientOptions) -> Client {
         Client {
             ctx: zmq::Context::new(),
-            socket: None,
+            conn: None,
             endpoint: endpoint.into(),
             opts,
+            in_flight: false,
         }
     }
 
@@ -70,10 +126,16 @@ impl Client {
         }
     }
 
+    /// A request was cut short before its reply came (its future was dropped).
+    pub fn busy(&self) -> bool {
+        self.in_flight
+    }
+
     /// Closes the socket; the next request opens a new one.
     pub fn reset(&mut self) {
         // LINGER is 0, so dropping never blocks on unsent messages.
-        self.socket = None;
+        self.conn = None;
+        self.in_flight = false;
     }
 
     fn zmq_err(&self, source: zmq::Error) -> ClientError {
@@ -83,12 +145,15 @@ impl Client {
         }
     }
 
-    fn open(&self) -> Result<zmq::Socket, ClientError> {
+    fn open(&self) -> Result<Conn, ClientError> {
         let ms = i32::try_from(self.opts.timeout.as_millis())
             .unwrap_or(i32::MAX)
             .max(1);
         let s = self.ctx.socket(zmq::REQ).map_err(|e| self.zmq_err(e))?;
         let max = i64::try_from(self.opts.max_reply_bytes).unwrap_or(i64::MAX);
+        // The timeouts bound a blocking call, of which there is none (every send and
+        // receive below is non-blocking, bounded by the runtime's timers); kept as a
+        // second bound all the same.
         s.set_linger(0)
             .and_then(|_| s.set_sndtimeo(ms))
             .and_then(|_| s.set_rcvtimeo(ms))
@@ -99,60 +164,209 @@ impl Client {
             .and_then(|_| s.set_tcp_keepalive(1))
             .map_err(|e| self.zmq_err(e))?;
         s.connect(&self.endpoint).map_err(|e| self.zmq_err(e))?;
-        Ok(s)
+        let fd = s.get_fd().map_err(|e| self.zmq_err(e))?;
+        // SAFETY: ZMQ_FD is the socket's own descriptor, open and the same from the
+        // socket's creation to its close; the socket lives inside the AsyncFd, which
+        // deregisters the descriptor before it drops the socket.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(Sock { socket: s, fd }, Interest::READABLE) };
+        registered
+            .map(Conn)
+            .map_err(|e| self.zmq_err(io_to_zmq(&e.into_parts().1)))
     }
 
-    /// One request and its reply. Any failure resets the socket.
-    pub fn request(
+    /// One request and its reply, each within the timeout, on the runtime (the socket's
+    /// descriptor is in the reactor: no thread waits). Any failure resets the socket; so
+    /// does a request that was cancelled before its reply came.
+    pub async fn request(
         &mut self,
         cmd: &str,
         category: Option<&str>,
         style: ArgStyle,
     ) -> Result<Reply, ClientError> {
-        let result = self.request_inner(cmd, category, style);
+        if self.in_flight {
+            self.reset();
+        }
+        let result = self.request_inner(cmd, category, style).await;
         if result.is_err() {
             self.reset();
         }
         result
     }
 
-    fn request_inner(
+    async fn request_inner(
         &mut self,
         cmd: &str,
         category: Option<&str>,
         style: ArgStyle,
     ) -> Result<Reply, ClientError> {
-        if self.socket.is_none() {
-            self.socket = Some(self.open()?);
-        }
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.open()?,
+        };
         let token = self.opts.token.as_ref().map(Secret::expose).unwrap_or("");
         let frame = protocol::request(&self.opts.user, token, cmd, category, style);
-        let Some(socket) = self.socket.as_ref() else {
-            return Err(self.zmq_err(zmq::Error::ENOTSOCK));
-        };
-        match socket.send(frame, 0) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) => {
+        self.in_flight = true;
+        // Dropped half-way, this future drops `conn` with it: the next request opens a
+        // new socket.
+        let reply = exchange(&mut conn, &frame, self.opts.timeout).await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(Failed::Send) => {
                 return Err(ClientError::Unreachable {
                     endpoint: self.endpoint.clone(),
                     after: self.opts.timeout,
                 })
             }
-            Err(e) => return Err(self.zmq_err(e)),
-        }
-        let reply = match socket.recv_bytes(0) {
-            Ok(b) => b,
-            Err(zmq::Error::EAGAIN) => {
+            Err(Failed::Receive) => {
                 return Err(ClientError::Timeout {
                     endpoint: self.endpoint.clone(),
                     after: self.opts.timeout,
                 })
             }
-            Err(e) => return Err(self.zmq_err(e)),
+            Err(Failed::Zmq(e)) => return Err(self.zmq_err(e)),
         };
+        self.conn = Some(conn);
+        self.in_flight = false;
         protocol::parse_reply(&reply).map_err(|source| ClientError::Protocol {
             endpoint: self.endpoint.clone(),
             source,
         })
+    }
+}
+
+/// Why an exchange failed.
+enum Failed {
+    /// Not sent within the timeout (no server connected).
+    Send,
+    /// No reply within the timeout.
+    Receive,
+    Zmq(zmq::Error),
+}
+
+/// Sends `frame` and receives the reply, each within `timeout`. The reply is returned
+/// where libzmq put it (a 4096-locale reply is ~2 MB): it is parsed in place, no copy.
+async fn exchange(
+    conn: &mut Conn,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<zmq::Message, Failed> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !conn
+            .wait(zmq::POLLOUT, deadline)
+            .await
+            .map_err(Failed::Zmq)?
+        {
+            return Err(Failed::Send);
+        }
+        match conn.socket().send(frame, zmq::DONTWAIT) {
+            Ok(()) => break,
+            // Not writable after all (the peer went away meanwhile): wait again.
+            Err(zmq::Error::EAGAIN) => continue,
+            Err(e) => return Err(Failed::Zmq(e)),
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let mut reply = zmq::Message::new();
+    loop {
+        if !conn
+            .wait(zmq::POLLIN, deadline)
+            .await
+            .map_err(Failed::Zmq)?
+        {
+            return Err(Failed::Receive);
+        }
+        match conn.socket().recv(&mut reply, zmq::DONTWAIT) {
+            Ok(()) => return Ok(reply),
+            Err(zmq::Error::EAGAIN) => continue,
+            Err(e) => return Err(Failed::Zmq(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            timeout,
+            user: "t".into(),
+            token: None,
+            max_reply_bytes: 1 << 20,
+        }
+    }
+
+    /// A REP server on a thread that answers each request with its own command (after
+    /// `delay` for `getconfig`), until it has been idle for two seconds.
+    fn echo_server(delay: Duration) -> String {
+        let ctx = zmq::Context::new();
+        let rep = ctx.socket(zmq::REP).unwrap();
+        rep.set_rcvtimeo(2000).unwrap();
+        rep.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+        std::thread::spawn(move || {
+            while let Ok(frame) = rep.recv_bytes(0) {
+                let req: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+                let cmd = req["cmd"].as_str().unwrap().to_string();
+                if cmd == "getconfig" {
+                    std::thread::sleep(delay);
+                }
+                let frame = format!(r#"{{"msg": "{cmd}", "msgType": "NORMAL", "user": "t"}}"#);
+                rep.send(frame.as_bytes(), 0).unwrap();
+            }
+        });
+        endpoint
+    }
+
+    /// Replies come through the reactor, request after request on one socket; a request
+    /// cut short (its future dropped before the answer) leaves no stale answer for the
+    /// next one: the socket is remade.
+    #[tokio::test]
+    async fn a_request_cut_short_leaves_no_stale_answer() {
+        let endpoint = echo_server(Duration::from_millis(300));
+        let mut c = Client::new(endpoint, opts(Duration::from_secs(5)));
+        for _ in 0..3 {
+            let reply = c.request("metrics", None, ArgStyle::Json).await.unwrap();
+            assert_eq!(reply.msg, "metrics");
+        }
+        let cut = tokio::time::timeout(
+            Duration::from_millis(100),
+            c.request("getconfig", None, ArgStyle::Json),
+        )
+        .await;
+        assert!(cut.is_err());
+        assert!(c.busy());
+        // The answer to `getconfig` comes in the meantime, to the socket given up.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let reply = c.request("metrics", None, ArgStyle::Json).await.unwrap();
+        assert_eq!(reply.msg, "metrics");
+        assert!(!c.busy());
+    }
+
+    /// No server: "unreachable" within the timeout; a server that never answers: "timeout".
+    #[tokio::test]
+    async fn every_wait_is_bounded() {
+        let mut c = Client::new("tcp://127.0.0.1:1", opts(Duration::from_millis(100)));
+        let t = Instant::now();
+        let e = c
+            .request("getconfig", None, ArgStyle::Json)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(2));
+
+        let ctx = zmq::Context::new();
+        let rep = ctx.socket(zmq::REP).unwrap();
+        rep.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+        let mut c = Client::new(endpoint, opts(Duration::from_millis(200)));
+        let e = c
+            .request("getconfig", None, ArgStyle::Json)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+        assert!(!c.busy());
     }
 }

@@ -5,8 +5,8 @@
 //! `getconfig` (for the release, hence the request shape) and `SERVER_INFO`; each poll then
 //! asks `metrics` with category `ALL`. It returns typed records.
 //!
-//! This module knows nothing of Prometheus, HTTP or the Pushgateway, and never blocks
-//! without a timeout.
+//! This module knows nothing of Prometheus, HTTP or the Pushgateway, and never waits
+//! without a timeout. It runs on the agent's async runtime (see [`client`]).
 
 pub mod client;
 pub mod protocol;
@@ -132,18 +132,22 @@ impl Session {
         Ok(())
     }
 
-    fn handshake(&mut self) -> Result<(), PollError> {
+    async fn handshake(&mut self) -> Result<(), PollError> {
         self.locate()?;
         if self.fixed_release.is_none() {
             // getconfig takes no arguments, so it is safe to send before the release is
             // known; a metrics request in the wrong shape would kill the metrics daemon.
-            let reply = self.client.request("getconfig", None, ArgStyle::Json)?;
+            let reply = self
+                .client
+                .request("getconfig", None, ArgStyle::Json)
+                .await?;
             self.release = protocol::release_from_config(&reply.msg);
             self.style = self.release.map_or(ArgStyle::Json, Release::arg_style);
         }
         let reply = self
             .client
-            .request("metrics", Some("SERVER_INFO"), self.style)?;
+            .request("metrics", Some("SERVER_INFO"), self.style)
+            .await?;
         self.server_info = Some(Arc::new(protocol::parse_server_info(&reply.msg).map_err(
             |source| PollError::Protocol {
                 endpoint: self.client.endpoint().to_string(),
@@ -155,8 +159,12 @@ impl Session {
     }
 
     /// One poll: (re)connect if needed, then `metrics ALL`.
-    pub fn poll(&mut self) -> Result<Poll, PollError> {
-        let result = self.poll_inner();
+    ///
+    /// Cancel-safe: a poll dropped half-way (the agent stopping) leaves the session to
+    /// reconnect at the next poll.
+    pub async fn poll(&mut self) -> Result<Poll, PollError> {
+        self.connected &= !self.client.busy();
+        let result = self.poll_inner().await;
         if result.is_err() {
             self.connected = false;
             self.client.reset();
@@ -164,11 +172,14 @@ impl Session {
         result
     }
 
-    fn poll_inner(&mut self) -> Result<Poll, PollError> {
+    async fn poll_inner(&mut self) -> Result<Poll, PollError> {
         if !self.connected {
-            self.handshake()?;
+            self.handshake().await?;
         }
-        let reply = self.client.request("metrics", Some("ALL"), self.style)?;
+        let reply = self
+            .client
+            .request("metrics", Some("ALL"), self.style)
+            .await?;
         if reply.msg.is_empty() {
             return Err(PollError::Protocol {
                 endpoint: self.client.endpoint().to_string(),

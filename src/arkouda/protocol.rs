@@ -252,7 +252,39 @@ pub struct Reply {
 }
 
 /// Decodes a reply frame of any release (with or without `payload`); `ERROR` replies are errors.
+///
+/// The `msg` of a `metrics ALL` reply is itself JSON, escaped inside a JSON string (~2 MB at
+/// 4096 locales, a backslash every few bytes): the frame is read without building a tree,
+/// `msg` is kept as its raw escaped text and unescaped once, by [`unescape`]. Anything that
+/// path does not take (invalid JSON, a `msg` that is not a string, an escape it leaves to
+/// serde_json) goes the general way, [`parse_reply_value`], with the same result.
 pub fn parse_reply(frame: &[u8]) -> Result<Reply, ProtocolError> {
+    let Ok(Frame { msg, msg_type }) = serde_json::from_slice::<Frame<'_>>(frame) else {
+        return parse_reply_value(frame);
+    };
+    let (Some(msg), Some(Loose::Str(msg_type))) = (msg, msg_type) else {
+        return parse_reply_value(frame);
+    };
+    let Some(mut msg) = msg
+        .get()
+        .strip_prefix('"')
+        .and_then(|m| m.strip_suffix('"'))
+        .and_then(unescape)
+    else {
+        return parse_reply_value(frame);
+    };
+    if msg_type == "ERROR" {
+        crate::text::truncate_chars(&mut msg, 200);
+        return Err(ProtocolError::ServerError(msg));
+    }
+    Ok(Reply {
+        msg,
+        warning: msg_type == "WARNING",
+    })
+}
+
+/// [`parse_reply`] through a `serde_json::Value` tree: any frame at all.
+fn parse_reply_value(frame: &[u8]) -> Result<Reply, ProtocolError> {
     let v: Value = serde_json::from_slice(frame).map_err(|e| {
         let start = String::from_utf8_lossy(&frame[..frame.len().min(40)]).into_owned();
         ProtocolError::NotJson(format!("{e}; starts with {start:?}"))
@@ -274,6 +306,83 @@ pub fn parse_reply(frame: &[u8]) -> Result<Reply, ProtocolError> {
         msg: msg.to_string(),
         warning: msg_type == "WARNING",
     })
+}
+
+/// The two fields of a reply frame that matter, `msg` still escaped (the last of each
+/// key wins, as in a `Value`); an object is required, every other field is skipped.
+struct Frame<'a> {
+    msg: Option<&'a serde_json::value::RawValue>,
+    msg_type: Option<Loose<'a>>,
+}
+
+impl<'de> Deserialize<'de> for Frame<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FrameVisitor;
+        impl<'de> Visitor<'de> for FrameVisitor {
+            type Value = Frame<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a reply object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Frame<'de>, A::Error> {
+                let mut frame = Frame {
+                    msg: None,
+                    msg_type: None,
+                };
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "msg" => frame.msg = Some(map.next_value()?),
+                        "msgType" => frame.msg_type = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(FrameVisitor)
+    }
+}
+
+/// The text of a JSON string literal's body (already checked by serde_json: UTF-8, no
+/// control characters, well-formed escapes). None for what it leaves to serde_json: a
+/// `\u` escape of a surrogate.
+fn unescape(raw: &str) -> Option<String> {
+    let b = raw.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let Some(p) = b[i..].iter().position(|&c| c == b'\\') else {
+            out.extend_from_slice(&b[i..]);
+            break;
+        };
+        out.extend_from_slice(&b[i..i + p]);
+        i += p + 1;
+        let e = *b.get(i)?;
+        i += 1;
+        let c = match e {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let hex = std::str::from_utf8(b.get(i..i + 4)?).ok()?;
+                let code = u32::from_str_radix(hex, 16).ok()?;
+                i += 4;
+                let ch = char::from_u32(code)?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+            _ => return None,
+        };
+        out.push(c);
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Metric categories (`MetricCategory`).
@@ -793,6 +902,42 @@ mod tests {
             prop_assert_eq!(r.records.len() as u64 + r.skipped, items.len() as u64);
             let reply = serde_json::json!({"msg": msg, "msgType": "NORMAL", "msgFormat": "STRING", "user": ""});
             prop_assert_eq!(parse_reply(reply.to_string().as_bytes()).unwrap().msg, msg);
+        }
+
+        /// The fast reply path gives what the general one gives, for any frame.
+        #[test]
+        fn reply_paths_agree(msg in any::<String>(), kind in "NORMAL|WARNING|ERROR|", extra in json(), raw in ".{0,80}") {
+            let frames = [
+                serde_json::json!({"msg": msg, "msgType": kind, "user": "", "payload": extra}).to_string(),
+                serde_json::json!({"msgType": kind, "msg": extra, "x": msg}).to_string(),
+                format!(r#"{{"msg": "{raw}", "msgType": "NORMAL"}}"#),
+                format!(r#"{{"msg": "a", "msg": "{raw}", "msgType": "NORMAL"}}"#),
+                raw.clone(),
+            ];
+            for f in frames {
+                let fast = parse_reply(f.as_bytes()).map_err(|e| e.to_string());
+                let general = parse_reply_value(f.as_bytes()).map_err(|e| e.to_string());
+                prop_assert_eq!(fast, general, "{}", f);
+            }
+        }
+    }
+
+    #[test]
+    fn reply_escapes() {
+        for (escaped, want) in [
+            (r#"a\"b\\c\/d\b\f\n\r\t"#, "a\"b\\c/d\u{8}\u{c}\n\r\t"),
+            (r#"\u00e9\u20AC x"#, "é€ x"),
+            (r#"\ud83d\ude00"#, "😀"),
+            (r#"\udc00"#, ""),
+            (r#"[{\"name\": \"a\"}]"#, r#"[{"name": "a"}]"#),
+        ] {
+            let frame = format!(r#"{{"msg": "{escaped}", "msgType": "NORMAL"}}"#);
+            let fast = parse_reply(frame.as_bytes()).map_err(|e| e.to_string());
+            let general = parse_reply_value(frame.as_bytes()).map_err(|e| e.to_string());
+            assert_eq!(fast, general, "{frame}");
+            if !want.is_empty() {
+                assert_eq!(fast.unwrap().msg, want);
+            }
         }
     }
 

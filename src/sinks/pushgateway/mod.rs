@@ -39,27 +39,22 @@ pub struct Payload {
 impl Payload {
     /// `text`, gzipped (fast level) when it has at least `threshold` bytes (0: never).
     pub fn new(text: Bytes, threshold: u64) -> Payload {
-        if threshold == 0 || (text.len() as u64) < threshold {
-            return Payload {
-                bytes: text,
-                gzipped: false,
-            };
-        }
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(text.len() / 8),
-            flate2::Compression::fast(),
-        );
-        match std::io::Write::write_all(&mut enc, &text).and_then(|()| enc.finish()) {
-            Ok(z) => Payload {
-                bytes: Bytes::from(z),
-                gzipped: true,
-            },
-            // Writing to memory does not fail; were it to, the plain text still works.
-            Err(_) => Payload {
+        match gzip(&text, threshold) {
+            Some(z) => z,
+            None => Payload {
                 bytes: text,
                 gzipped: false,
             },
         }
+    }
+
+    /// [`Payload::new`] of a borrowed text (a sink's reused buffer): copied only when it
+    /// goes as it is, compressed straight from the buffer otherwise.
+    pub fn from_text(text: &[u8], threshold: u64) -> Payload {
+        gzip(text, threshold).unwrap_or_else(|| Payload {
+            bytes: Bytes::copy_from_slice(text),
+            gzipped: false,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -73,6 +68,25 @@ impl Payload {
     pub fn is_gzipped(&self) -> bool {
         self.gzipped
     }
+}
+
+/// `text` gzipped when it has at least `threshold` bytes (0: never); None: as it is.
+fn gzip(text: &[u8], threshold: u64) -> Option<Payload> {
+    if threshold == 0 || (text.len() as u64) < threshold {
+        return None;
+    }
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(text.len() / 8),
+        flate2::Compression::fast(),
+    );
+    // Writing to memory does not fail; were it to, the plain text still works.
+    std::io::Write::write_all(&mut enc, text)
+        .and_then(|()| enc.finish())
+        .ok()
+        .map(|z| Payload {
+            bytes: Bytes::from(z),
+            gzipped: true,
+        })
 }
 
 /// Which of `n` Pushgateways a job belongs to in shard mode: FNV-1a of its job id, so

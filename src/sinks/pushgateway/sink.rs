@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use prometheus::proto::MetricFamily;
@@ -108,7 +107,7 @@ impl PushgatewaySink {
         let encode = |families: &[MetricFamily], text: &mut String| {
             translate::encode_text(families, text)
                 .ok()
-                .map(|()| Payload::new(Bytes::copy_from_slice(text.as_bytes()), threshold))
+                .map(|()| Payload::from_text(text.as_bytes(), threshold))
         };
         match self.layout {
             Layout::Job => encode(families, &mut self.text)
