@@ -180,7 +180,8 @@ impl Poller {
         self.note_poll(&result);
         let cycle = self.render(&result, started);
         let ok = result.is_ok();
-        self.last = result.ok();
+        // Kept only for a linger's final cycle: at 4096 locales a poll is megabytes.
+        self.last = result.ok().filter(|_| !self.settings.linger.is_zero());
         (ok, cycle)
     }
 

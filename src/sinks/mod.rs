@@ -6,8 +6,8 @@
 //! the grouping labels it adds when it encodes. The lifecycle hands each sink the same
 //! [`Cycle`] and knows none of them.
 //!
-//! Each sink runs in a task of its own ([`Running`]), fed the newest cycle through a
-//! `watch` channel: a stuck or down sink delays neither the poll nor another sink, and a
+//! Each sink runs in a task of its own ([`Running`]), fed the newest cycle through a slot
+//! it takes it from: a stuck or down sink delays neither the poll nor another sink, and a
 //! newer cycle supersedes one still waiting. At the stop, a cycle being shipped gets a
 //! grace to be answered before the sink ends (a PUT answered before the final DELETE
 //! cannot land after it); one cut short leaves the sink to make sure in its end.
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::proto::MetricFamily;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Now, in Unix milliseconds (0 before 1970).
@@ -156,11 +156,32 @@ impl Counters {
     }
 }
 
+/// The newest cycle offered to a sink and not yet taken. The sink's task takes it, so a
+/// shipped cycle is freed as soon as it is shipped (not kept until the next one: at 4096
+/// locales a cycle is some 10 MB of series); a newer offer replaces one still waiting.
+#[derive(Default)]
+struct Slot {
+    cycle: std::sync::Mutex<Option<Arc<Cycle>>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Slot {
+    fn put(&self, cycle: Arc<Cycle>) {
+        *self.cycle.lock().unwrap_or_else(|p| p.into_inner()) = Some(cycle);
+        // A permit is kept when the task is busy: no offer is missed.
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<Arc<Cycle>> {
+        self.cycle.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// A sink running in its own task.
 pub struct Running {
     name: &'static str,
     lingers: bool,
-    cycles: watch::Sender<Option<Arc<Cycle>>>,
+    slot: Arc<Slot>,
     stop: Option<oneshot::Sender<Stop>>,
     task: tokio::task::JoinHandle<bool>,
 }
@@ -182,15 +203,15 @@ impl Running {
     /// be delivered; a newer cycle waits for the one in flight, then supersedes any
     /// older one still waiting.
     pub fn start(sink: Box<dyn Sink>, ship_timeout: Duration) -> Running {
-        let (cycles, rx) = watch::channel(None);
+        let slot = Arc::new(Slot::default());
         let (stop, stop_rx) = oneshot::channel();
         let name = sink.name();
         let lingers = sink.lingers();
-        let task = tokio::spawn(drive(sink, rx, stop_rx, ship_timeout));
+        let task = tokio::spawn(drive(sink, slot.clone(), stop_rx, ship_timeout));
         Running {
             name,
             lingers,
-            cycles,
+            slot,
             stop: Some(stop),
             task,
         }
@@ -207,7 +228,7 @@ impl Running {
 
     /// Hands the sink the newest cycle; never waits.
     pub fn offer(&self, cycle: Arc<Cycle>) {
-        self.cycles.send_replace(Some(cycle));
+        self.slot.put(cycle);
     }
 
     /// Lets the cycle in flight finish, ships the newest one offered if it is still
@@ -260,7 +281,7 @@ fn stop_grace(deadline: Instant) -> Instant {
 /// after it), then flush or end.
 async fn drive(
     mut sink: Box<dyn Sink>,
-    mut cycles: watch::Receiver<Option<Arc<Cycle>>>,
+    slot: Arc<Slot>,
     mut stop: oneshot::Receiver<Stop>,
     ship_timeout: Duration,
 ) -> bool {
@@ -268,12 +289,8 @@ async fn drive(
         tokio::select! {
             biased;
             how = &mut stop => break how.ok(),
-            changed = cycles.changed() => {
-                if changed.is_err() {
-                    break None;
-                }
-                let cycle = cycles.borrow_and_update().clone();
-                if let Some(cycle) = cycle {
+            _ = slot.ready.notified() => {
+                if let Some(cycle) = slot.take() {
                     let deadline = Instant::now() + ship_timeout;
                     let mut ship = sink.ship(cycle, deadline);
                     tokio::select! {
@@ -300,20 +317,16 @@ async fn drive(
     match how {
         Some(Stop::Flush(deadline)) => {
             // `once`: a cycle offered and not yet shipped goes out first.
-            let waiting = cycles.has_changed().unwrap_or(false);
-            let cycle = cycles.borrow_and_update().clone();
             let mut ok = true;
-            if let (true, Some(cycle)) = (waiting, cycle) {
+            if let Some(cycle) = slot.take() {
                 ok = sink.ship(cycle, deadline).await;
             }
             sink.flush(deadline).await && ok
         }
         Some(Stop::End(deadline)) => sink.end(deadline).await,
         Some(Stop::FinalThenEnd { at, budget }) => {
-            let waiting = cycles.has_changed().unwrap_or(false);
-            let cycle = cycles.borrow_and_update().clone();
             let mut shipped = true;
-            if let (true, Some(cycle)) = (waiting, cycle) {
+            if let Some(cycle) = slot.take() {
                 shipped = sink.ship(cycle, Instant::now() + budget / 2).await;
             }
             tokio::time::sleep_until(at).await;
