@@ -8,7 +8,6 @@ use tokio::time::Instant;
 
 use crate::config::{PushgatewayMode, Settings};
 use crate::sinks::pushgateway::{self, GroupingKey, PushError, Pushgateway};
-use crate::VERSION;
 
 /// The grouping label that tells the runs of a requeued job apart (Slurm's restart count;
 /// absent on a job's first run).
@@ -113,7 +112,7 @@ pub fn pushgateway(settings: &Settings, url: &str) -> Result<Pushgateway, PushEr
         bearer_token: settings.pushgateway_bearer_token.clone(),
         ca_file: settings.pushgateway_ca_file.clone(),
         insecure_skip_verify: settings.pushgateway_insecure_skip_verify,
-        user_agent: format!("arkouda-push-agent/{VERSION}"),
+        user_agent: crate::sinks::http::user_agent(),
     })
 }
 

@@ -178,7 +178,7 @@ impl Poller {
         let result = self.poll().await;
         self.stats.poll_duration_seconds = started.elapsed().as_secs_f64();
         self.note_poll(&result);
-        let cycle = self.render(&result, started);
+        let cycle = self.render(&result, started, None);
         let ok = result.is_ok();
         // Kept only for a linger's final cycle: at 4096 locales a poll is megabytes.
         self.last = result.ok().filter(|_| !self.settings.linger.is_zero());
@@ -204,19 +204,17 @@ impl Poller {
             (Err(_), Some(last)) => Ok(last),
             (Err(e), None) => Err(e),
         };
-        let mut cycle = self.render(&result, started);
-        if let Some(c) = Arc::get_mut(&mut cycle) {
-            set_gauge(
-                &mut c.families,
-                translate::AGENT_LEASE.name,
-                end + linger.as_secs_f64(),
-            );
-        }
-        cycle
+        self.render(&result, started, Some(end + linger.as_secs_f64()))
     }
 
-    /// Translates one poll's result (records, or `arkouda_up 0`) into a cycle.
-    fn render(&mut self, result: &Result<Poll, PollError>, started: Instant) -> Arc<Cycle> {
+    /// Translates one poll's result (records, or `arkouda_up 0`) into a cycle, its lease
+    /// running to `lease_until` (the final cycle's end + linger) or now + `lease`.
+    fn render(
+        &mut self,
+        result: &Result<Poll, PollError>,
+        started: Instant,
+        lease_until: Option<f64>,
+    ) -> Arc<Cycle> {
         let (records, info) = match result {
             Ok(p) => (Some(p.records.records.as_slice()), p.server_info.as_deref()),
             Err(_) => (None, None),
@@ -240,7 +238,7 @@ impl Poller {
         // The lease is taken from the clock just before the cycle is handed on, so that
         // it reads "push time + lease"; `sweep` trusts it when Slurm cannot be asked.
         self.stats.lease_expiry_timestamp_seconds =
-            Some(unix_now() + self.settings.lease.as_secs_f64());
+            Some(lease_until.unwrap_or_else(|| unix_now() + self.settings.lease.as_secs_f64()));
         let sinks = self.counters.snapshot();
         self.stats.push_errors_total = sinks.push_errors;
         self.stats.remote_write_errors_total = sinks.remote_write.map(|(e, _)| e);
@@ -274,17 +272,6 @@ impl Poller {
 
 /// How long the final poll at the stop may take: "answers at once".
 const FINAL_POLL: Duration = Duration::from_millis(500);
-
-/// Sets the value of the unlabelled gauge `name` in `families`.
-fn set_gauge(families: &mut [prometheus::proto::MetricFamily], name: &str, value: f64) {
-    for f in families.iter_mut().filter(|f| f.name() == name) {
-        for m in f.mut_metric().iter_mut() {
-            let mut g = prometheus::proto::Gauge::default();
-            g.set_value(value);
-            m.set_gauge(g);
-        }
-    }
-}
 
 /// `run`: a cycle every interval, handed to every sink, until `shutdown` fires (or the
 /// watched process exits); then every sink is ended within `shutdown_timeout`. An error

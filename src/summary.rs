@@ -76,11 +76,7 @@ struct Document<'a> {
     peak_memory_bytes: BTreeMap<&'a str, u64>,
 }
 
-const TOTAL: &str = "total";
-const MEMORY_USED: &str = "arkouda_memory_used_per_locale";
-/// The class of the errors a server counts without classes (every release from
-/// v2024.10.02): the same name as the `error_type` of the error series.
-const ALL_ERRORS: &str = crate::translate::ALL_ERRORS;
+use crate::translate::{has_error_classes, ALL_ERRORS, MEMORY_USED, TOTAL};
 
 impl Summary {
     pub fn new(job_id: &str, cluster: Option<&str>, started: SystemTime) -> Summary {
@@ -111,9 +107,7 @@ impl Summary {
             self.version.clone_from(&info.version);
             self.locales = info.number_of_locales;
         }
-        let classes = records
-            .iter()
-            .any(|r| r.category == Category::NumErrors && r.name != TOTAL);
+        let classes = has_error_classes(records);
         for r in records {
             match (&r.category, &r.scope) {
                 (Category::NumRequests, Scope::Global) if r.name != TOTAL => self

@@ -455,9 +455,7 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
         // From v2024.10.02 NUM_ERRORS is its `total` record alone (always 0): it then
         // becomes the one error series, so the error panels show 0 rather than no data,
         // and `sum(arkouda_errors_total)` is the server's error total in every release.
-        let error_classes = records
-            .iter()
-            .any(|r| r.category == Category::NumErrors && r.name != TOTAL);
+        let error_classes = has_error_classes(records);
         for r in records {
             let mapped = if ctx.legacy_names {
                 legacy_record(&mut b, r, &ctx.server_name)
@@ -565,8 +563,18 @@ fn server_info(b: &mut Builder<'_>, info: &ServerInfo, ctx: &Context) {
     }
 }
 
-const TOTAL: &str = "total";
-const MEMORY_USED: &str = "arkouda_memory_used_per_locale";
+/// The name of the records that sum a category's others.
+pub const TOTAL: &str = "total";
+/// SYSTEM's per-locale memory record.
+pub const MEMORY_USED: &str = "arkouda_memory_used_per_locale";
+
+/// Whether NUM_ERRORS has records per error class (else its `total` stands alone, as in
+/// every release from v2024.10.02).
+pub fn has_error_classes(records: &[Record]) -> bool {
+    records
+        .iter()
+        .any(|r| r.category == Category::NumErrors && r.name != TOTAL)
+}
 const PERCENT_MEMORY_USED: &str = "arkouda_percent_memory_used_per_locale";
 
 /// The `error_type` of the error series made from NUM_ERRORS' `total` record when the

@@ -10,7 +10,6 @@ use crate::sinks::listen::ListenSink;
 use crate::sinks::pushgateway::sink::PushgatewaySink;
 use crate::sinks::remote_write::{self, RemoteWriteSink};
 use crate::sinks::{Counters, Sink};
-use crate::VERSION;
 
 /// What the sinks are built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +78,7 @@ fn remote_write_options(settings: &Settings) -> Vec<remote_write::Options> {
             url: url.clone(),
             client: ClientOptions {
                 timeout: settings.push_timeout,
-                user_agent: format!("arkouda-push-agent/{VERSION}"),
+                user_agent: crate::sinks::http::user_agent(),
                 username: rw.username.clone(),
                 password: rw.password.clone(),
                 bearer_token: rw.bearer_token.clone(),

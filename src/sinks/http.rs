@@ -25,6 +25,11 @@ pub struct ClientOptions {
 #[error("{0}")]
 pub struct SetupError(pub String);
 
+/// The User-Agent of every request this agent sends.
+pub fn user_agent() -> String {
+    format!("arkouda-push-agent/{}", crate::VERSION)
+}
+
 /// Builds a keep-alive client. `what` names the endpoint (e.g. `pushgateway`) and the
 /// option (`<what>_insecure_skip_verify`) in the warning when verification is off.
 pub fn client(opts: &ClientOptions, what: &str, url: &str) -> Result<reqwest::Client, SetupError> {

@@ -276,6 +276,14 @@ fn stop_grace(deadline: Instant) -> Instant {
     now + STOP_GRACE.min(deadline.saturating_duration_since(now) / 3)
 }
 
+/// Ships the cycle still waiting in `slot`, if any; true when there was none.
+async fn ship_waiting(sink: &mut Box<dyn Sink>, slot: &Slot, deadline: Instant) -> bool {
+    match slot.take() {
+        Some(cycle) => sink.ship(cycle, deadline).await,
+        None => true,
+    }
+}
+
 /// The task of one sink: ship each newest cycle; at the stop, let the one in flight be
 /// answered (within [`STOP_GRACE`]: a PUT answered before the final DELETE cannot land
 /// after it), then flush or end.
@@ -317,18 +325,12 @@ async fn drive(
     match how {
         Some(Stop::Flush(deadline)) => {
             // `once`: a cycle offered and not yet shipped goes out first.
-            let mut ok = true;
-            if let Some(cycle) = slot.take() {
-                ok = sink.ship(cycle, deadline).await;
-            }
+            let ok = ship_waiting(&mut sink, &slot, deadline).await;
             sink.flush(deadline).await && ok
         }
         Some(Stop::End(deadline)) => sink.end(deadline).await,
         Some(Stop::FinalThenEnd { at, budget }) => {
-            let mut shipped = true;
-            if let Some(cycle) = slot.take() {
-                shipped = sink.ship(cycle, Instant::now() + budget / 2).await;
-            }
+            let shipped = ship_waiting(&mut sink, &slot, Instant::now() + budget / 2).await;
             tokio::time::sleep_until(at).await;
             sink.end(Instant::now().max(at) + budget).await && shipped
         }

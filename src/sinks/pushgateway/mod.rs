@@ -463,22 +463,9 @@ impl Pushgateway {
             .collect())
     }
 
-    /// Every group with the value of its unlabelled series `metric` (None: the group has
-    /// none), e.g. the agent's lease for `sweep`. One `GET /api/v1/metrics`, as `groups`.
-    pub async fn groups_with_value(
-        &self,
-        metric: &str,
-        deadline: Instant,
-    ) -> Result<Vec<(Group, Option<f64>)>, PushError> {
-        Ok(self
-            .groups_with_values(&[metric], deadline)
-            .await?
-            .into_iter()
-            .map(|(g, mut v)| (g, v.pop().flatten()))
-            .collect())
-    }
-
-    /// Every group with the values of its unlabelled series `metrics`, in that order.
+    /// Every group with the values of its unlabelled series `metrics` (None: the group
+    /// has none), in that order, e.g. the agent's lease and end time for `sweep`. One
+    /// `GET /api/v1/metrics`, as `groups`.
     pub async fn groups_with_values(
         &self,
         metrics: &[&str],
@@ -580,7 +567,7 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(5));
         let e = p
-            .groups_with_value("x", deadline())
+            .groups_with_values(&["x"], deadline())
             .await
             .unwrap_err()
             .to_string();
