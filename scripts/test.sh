@@ -23,6 +23,8 @@ declare -A provides=(
   [/usr/bin/systemd-analyze]=systemd
   [/usr/bin/man]=man-db
   [/usr/bin/dpkg-deb]=dpkg
+  [/usr/bin/curl]=curl
+  [/usr/bin/nsenter]=util-linux
 )
 need=()
 for bin in "${!provides[@]}"; do

@@ -28,7 +28,7 @@ const BIN: &str = "/usr/bin/arkouda-push-agent";
 const CONFIG: &str = "/etc/arkouda-push-agent/config.toml";
 
 /// Runs a command; (success, stdout, stderr).
-fn run(cmd: &mut Command) -> (bool, String, String) {
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -82,7 +82,7 @@ fn package_processes(uid: Option<u32>) -> Vec<crate::slurm_cluster::ProcInfo> {
 }
 
 /// An exclusive lock on a file under /run/lock, held while the package is on the machine.
-fn machine_lock() -> nix::fcntl::Flock<std::fs::File> {
+pub fn machine_lock() -> nix::fcntl::Flock<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -92,6 +92,34 @@ fn machine_lock() -> nix::fcntl::Flock<std::fs::File> {
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .expect("lock")
+}
+
+/// Builds the package into `out_dir` from the binary these tests built (scripts/build-deb.sh
+/// with PROFILE=dev); its path.
+pub fn build_deb(out_dir: &Path) -> PathBuf {
+    let (ok, _, err) = run(Command::new(env!("CARGO")).args(["deb", "--version"]));
+    assert!(
+        ok,
+        "cargo-deb is missing (scripts/test.sh installs it): {err}"
+    );
+    // build-deb.sh packages target/debug, which must be the binary these tests built.
+    assert_eq!(
+        Path::new(AGENT),
+        Path::new(&format!("{REPO}/target/debug/arkouda-push-agent")),
+        "the package is built from target/debug"
+    );
+    let t = Instant::now();
+    let (ok, out, err) = run(Command::new("/bin/bash")
+        .arg(format!("{REPO}/scripts/build-deb.sh"))
+        .arg("--no-build")
+        .env("PROFILE", "dev")
+        .env("DEB_OUT", out_dir)
+        .current_dir(REPO));
+    assert!(ok, "scripts/build-deb.sh: {out}{err}");
+    let deb = PathBuf::from(out.lines().last().unwrap_or_default().trim());
+    assert!(deb.exists(), "no .deb at {}: {out}{err}", deb.display());
+    eprintln!("built {} in {:?}", deb.display(), t.elapsed());
+    deb
 }
 
 fn file_hash(path: &str) -> Option<Vec<u8>> {
@@ -111,17 +139,6 @@ fn deb_install_slurm_lifecycle_and_purge() {
     ] {
         require(bin, pkg);
     }
-    let (ok, _, err) = run(Command::new(env!("CARGO")).args(["deb", "--version"]));
-    assert!(
-        ok,
-        "cargo-deb is missing (scripts/test.sh installs it): {err}"
-    );
-    // build-deb.sh packages target/debug, which must be the binary these tests built.
-    assert_eq!(
-        Path::new(AGENT),
-        Path::new(&format!("{REPO}/target/debug/arkouda-push-agent")),
-        "the package is built from target/debug"
-    );
 
     // One install at a time on this machine: another run of this suite (a developer's, at
     // the same time) would purge the package from under this one.
@@ -132,19 +149,8 @@ fn deb_install_slurm_lifecycle_and_purge() {
     }
     let _purge = PurgeOnDrop;
 
-    // Build.
-    let t = Instant::now();
     let out_dir = TempDir::new("deb");
-    let (ok, out, err) = run(Command::new("/bin/bash")
-        .arg(format!("{REPO}/scripts/build-deb.sh"))
-        .arg("--no-build")
-        .env("PROFILE", "dev")
-        .env("DEB_OUT", &out_dir.0)
-        .current_dir(REPO));
-    assert!(ok, "scripts/build-deb.sh: {out}{err}");
-    let deb = PathBuf::from(out.lines().last().unwrap_or_default().trim());
-    assert!(deb.exists(), "no .deb at {}: {out}{err}", deb.display());
-    eprintln!("built {} in {:?}", deb.display(), t.elapsed());
+    let deb = build_deb(&out_dir.0);
 
     // Install: nothing starts, nothing is enabled, slurm.conf is untouched.
     let slurm_conf_before = file_hash("/etc/slurm/slurm.conf");

@@ -19,3 +19,4 @@ mod scale;
 mod security;
 mod slurm;
 mod sweep;
+mod systemd_live;

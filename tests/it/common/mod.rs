@@ -184,6 +184,33 @@ impl Group {
     }
 }
 
+/// The groups of a Pushgateway's `GET /api/v1/metrics` answer, with their series.
+pub fn parse_groups(v: &serde_json::Value) -> Vec<Group> {
+    let mut out = Vec::new();
+    for g in v["data"].as_array().expect("data array") {
+        let labels = to_map(&g["labels"]);
+        let mut series = Vec::new();
+        for (name, fam) in g.as_object().expect("group object") {
+            let Some(metrics) = fam.get("metrics").and_then(|m| m.as_array()) else {
+                continue;
+            };
+            for m in metrics {
+                let value = m["value"]
+                    .as_str()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN);
+                series.push(Series {
+                    name: name.clone(),
+                    labels: to_map(&m["labels"]),
+                    value,
+                });
+            }
+        }
+        out.push(Group { labels, series });
+    }
+    out
+}
+
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -275,29 +302,7 @@ impl Pushgateway {
             .send()
             .and_then(|r| r.json())
             .expect("GET /api/v1/metrics");
-        let mut out = Vec::new();
-        for g in v["data"].as_array().expect("data array") {
-            let labels = to_map(&g["labels"]);
-            let mut series = Vec::new();
-            for (name, fam) in g.as_object().expect("group object") {
-                let Some(metrics) = fam.get("metrics").and_then(|m| m.as_array()) else {
-                    continue;
-                };
-                for m in metrics {
-                    let value = m["value"]
-                        .as_str()
-                        .and_then(|s| s.parse::<f64>().ok())
-                        .unwrap_or(f64::NAN);
-                    series.push(Series {
-                        name: name.clone(),
-                        labels: to_map(&m["labels"]),
-                        value,
-                    });
-                }
-            }
-            out.push(Group { labels, series });
-        }
-        out
+        parse_groups(&v)
     }
 
     /// The groups whose `slurm_job_id` is `job_id`.
