@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Whole-process figures, same machine, same run: the agent, the Python reference
-# (prometheus_client + pyzmq, push_to_gateway) and the floor (a pre-encoded body PUT over
-# one keep-alive connection by a std-only client), each against a real Pushgateway and the
+# (prometheus_client + pyzmq, push_to_gateway) and the floor of a cycle (the agent's
+# request frame on one ZeroMQ socket, the reply unread, then the agent's body pre-encoded
+# and PUT over one keep-alive connection by a std-only client), each against a real
+# Pushgateway and the
 # simulator, for 1, 64, 1024 and 4096 locales. Then, once, the cost of the layout the agent
 # does not use (one group per locale), and the agent's start-to-first-push time.
 #
@@ -15,7 +17,7 @@ SIZES=${SIZES:-"1 64 1024 4096"}
 INTERVAL_MS=${INTERVAL_MS:-250}
 EXTRAS=${EXTRAS:-1}
 python3 -c 'import zmq, prometheus_client' 2>/dev/null || pip install -q pyzmq prometheus_client
-cargo build --release --quiet --bins --example put_floor
+cargo build --release --quiet --bins --example put_floor --example poll_floor
 # Where cargo put them (CARGO_TARGET_DIR, e.g. a worktree's own target directory).
 R="${CARGO_TARGET_DIR:-target}/release"
 W=$(mktemp -d)
@@ -43,7 +45,7 @@ start_sim() {
   SIM_PID=$!; pids+=($SIM_PID); sleep 0.3
 }
 
-echo "| locales | agent cycle ms (poll / render / push) | agent CPU ms/cycle | agent RSS MiB | Python cycle ms (poll / push) | Python CPU ms/cycle | Python RSS MiB | floor PUT ms | CPU Python/agent | RSS Python/agent | agent push / floor | agent cycle / floor |"
+echo "| locales | agent cycle ms (poll / render / push) | agent CPU ms/cycle | agent RSS MiB | Python cycle ms (poll / push) | Python CPU ms/cycle | Python RSS MiB | floor ms (poll + PUT) | CPU Python/agent | RSS Python/agent | agent push / floor PUT | agent cycle / floor |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for L in $SIZES; do
   # The agent.
@@ -75,15 +77,18 @@ for L in $SIZES; do
 rows=[l.split() for l in open('$W/py.out')]
 print((float(rows[-1][4])-float(rows[2][4]))/(len(rows)-3))")
   p_rss=$(python3 -c "print(int(open('$W/py.out').read().split()[-1])/1024)")
+  # The poll's floor, on the simulator the Python run used.
+  f_poll=$("$R"/examples/poll_floor "tcp://127.0.0.1:$SIM_PORT" $((CYCLES + 3)) | tail -n "$CYCLES" | awk '{print $2}' | median)
   stop $SIM_PID
 
-  # The floor, on the Pushgateway the Python run used (it holds that run's group).
+  # The PUT's floor, on the Pushgateway the Python run used (it holds that run's group).
   f_put=$("$R"/examples/put_floor "127.0.0.1:$PG_PORT" $((CYCLES + 3)) "/metrics/job/arkouda/slurm_job_id/bench=$W/body.txt" | tail -n "$CYCLES" | awk '{print $2}' | median)
   stop $PG_PID
-  python3 - "$L" "$a_cycle" "$a_poll" "$a_render" "$a_push" "$a_cpu" "$a_rss" "$p_cycle" "$p_poll" "$p_push" "$p_cpu" "$p_rss" "$f_put" <<'PY'
+  python3 - "$L" "$a_cycle" "$a_poll" "$a_render" "$a_push" "$a_cpu" "$a_rss" "$p_cycle" "$p_poll" "$p_push" "$p_cpu" "$p_rss" "$f_poll" "$f_put" <<'PY'
 import sys
-L, ac, ap, ar, apu, acpu, arss, pc, pp, ppu, pcpu, prss, fput = sys.argv[1], *map(float, sys.argv[2:])
-print(f"| {L} | {ac:.2f} ({ap:.2f} / {ar:.2f} / {apu:.2f}) | {acpu:.2f} | {arss:.1f} | {pc:.1f} ({pp:.1f} / {ppu:.1f}) | {pcpu:.1f} | {prss:.1f} | {fput:.2f} | {pcpu/max(acpu,1e-9):.0f}× | {prss/arss:.1f}× | {apu/fput:.2f} | {ac/fput:.2f} |")
+L, ac, ap, ar, apu, acpu, arss, pc, pp, ppu, pcpu, prss, fpoll, fput = sys.argv[1], *map(float, sys.argv[2:])
+floor = fpoll + fput
+print(f"| {L} | {ac:.2f} ({ap:.2f} / {ar:.2f} / {apu:.2f}) | {acpu:.2f} | {arss:.1f} | {pc:.1f} ({pp:.1f} / {ppu:.1f}) | {pcpu:.1f} | {prss:.1f} | {floor:.2f} ({fpoll:.2f} + {fput:.2f}) | {pcpu/max(acpu,1e-9):.0f}× | {prss/arss:.1f}× | {apu/fput:.2f} | {ac/floor:.2f} |")
 PY
 done
 
