@@ -789,6 +789,39 @@ fn the_job_summary_is_written_at_exit() {
         .collect();
     assert_eq!(names, vec!["job-5150.json".to_string()]);
 
+    // With a linger the summary is written at the stop, before the linger: under Slurm
+    // the Epilog kills a lingering agent, which would otherwise never write it.
+    let mut lingering = spawn_agent(&[
+        "run",
+        "--arkouda",
+        &sim.endpoint(),
+        "--pushgateway",
+        &pg.url,
+        "--job-id",
+        "5152",
+        "--interval",
+        "200ms",
+        "--linger",
+        "60s",
+        "--summary-file",
+        template.to_str().unwrap(),
+    ]);
+    pg.wait_group("5152", "a push", |_| true);
+    lingering.signal("TERM");
+    let path = dir.path("job-5152.json");
+    let text = eventually(Duration::from_secs(3), "the summary at the stop", || {
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    });
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["job_id"], "5152");
+    assert!(v["polls"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        lingering.child.try_wait().unwrap().is_none(),
+        "the agent lingers on after writing the summary"
+    );
+    lingering.signal("KILL");
+    lingering.wait_exit(Duration::from_secs(5));
+
     // A directory that does not exist: logged, exit 0.
     let mut agent = spawn_agent(&[
         "run",
