@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of arkouda-push-agent, installing first what they need: the
 # Debian packages of the real components the tests run (Pushgateway, Prometheus,
-# VictoriaMetrics, Slurm and munge, openssl/htpasswd for TLS and basic auth, man-db, dpkg,
+# VictoriaMetrics, Slurm and munge, slurmdbd and MariaDB for Slurm's job accounting,
+# openssl/htpasswd for TLS and basic auth, man-db, dpkg,
 # systemd-analyze) and cargo-nextest and cargo-deb. Exits non-zero on the first failure.
 # CI runs this through .ci/run.
 set -euo pipefail
@@ -20,6 +21,9 @@ declare -A provides=(
   [/usr/bin/sbatch]=slurm-wlm
   [/usr/sbin/munged]=munge
   [/usr/sbin/mungekey]=munge
+  [/usr/sbin/slurmdbd]=slurmdbd
+  [/usr/sbin/mariadbd]=mariadb-server
+  [/usr/bin/mariadb-install-db]=mariadb-server
   [/usr/bin/systemd-analyze]=systemd
   [/usr/bin/man]=man-db
   [/usr/bin/dpkg-deb]=dpkg

@@ -6,9 +6,12 @@
 #
 # Thin on purpose: every decision is `arkouda-push-agent slurm epilog-slurmctld`, where it is
 # tested. Runs as root with no PATH, so every command is an absolute path. Needs neither
-# SLURM_CONF nor SLURM_NODELIST (slurmctld sets neither) and calls no scontrol. Quick: one
-# Pushgateway query per selected job, bounded. Always exits 0; trouble is logged (syslog,
-# tag arkouda-push-agent[JOBID], or the file $ARKOUDA_PUSH_AGENT_HOOK_LOG when set).
+# SLURM_CONF nor SLURM_NODELIST (slurmctld sets neither). Quick: one Pushgateway query per
+# selected job, bounded; `squeue` only for a requeued job. With [slurm] admin_comment it
+# also waits (bounded) for the job's summary_file and stores it in the job's AdminComment
+# with `sacctmgr modify job` (beside the configured squeue; slurm.conf from its default
+# place or SLURM_CONF), side by side with the delete. Always exits 0; trouble is logged
+# (syslog, tag arkouda-push-agent[JOBID], or the file $ARKOUDA_PUSH_AGENT_HOOK_LOG).
 hook=epilog-slurmctld
 limit=5 # seconds for the binary (killed 1 s later): slurmctld runs this for every job
 

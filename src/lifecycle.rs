@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::Either;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -114,21 +115,30 @@ impl Poller {
         }
     }
 
-    /// Writes the job summary, if `summary_file` is set. A failure is logged, never fatal.
-    pub fn write_summary(&self) {
-        let (Some(summary), Some(template)) = (&self.summary, &self.settings.summary_file) else {
-            return;
-        };
-        let path = crate::summary::path_for(
-            template,
-            self.settings.job_id.as_deref().unwrap_or_default(),
-        );
-        match summary.write(&path, SystemTime::now()) {
-            Ok(()) => tracing::info!(path = %path.display(), "job summary written"),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the job summary (the exit code is not affected)")
+    /// Writes the job summary, if `summary_file` is set, ended now, on a blocking thread of
+    /// its own (a slow shared file system delays neither the final delete nor the linger).
+    /// A failure is logged, never fatal. The summary is taken: it is written once.
+    pub fn write_summary(&mut self) -> tokio::task::JoinHandle<()> {
+        let job = self.summary.take().zip(self.settings.summary_file.as_ref());
+        let path = job.as_ref().map(|(_, template)| {
+            crate::summary::path_for(
+                template,
+                self.settings.job_id.as_deref().unwrap_or_default(),
+            )
+        });
+        let summary = job.map(|(s, _)| s);
+        let ended = SystemTime::now();
+        tokio::task::spawn_blocking(move || {
+            let (Some(summary), Some(path)) = (summary, path) else {
+                return;
+            };
+            match summary.write(&path, ended) {
+                Ok(()) => tracing::info!(path = %path.display(), "job summary written"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the job summary (the exit code is not affected)")
+                }
             }
-        }
+        })
     }
 
     async fn poll(&mut self) -> Result<Poll, PollError> {
@@ -336,24 +346,33 @@ pub async fn run(
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         }
     }
+    // The final push (with a linger) carries the end time; a lingering sink (the
+    // Pushgateway) keeps the group `linger` long so that Prometheus scrapes the final
+    // values, the others end at once (remote write: the final sample, then the staleness
+    // markers). Without a linger every sink ends at once.
     let linger = poller.settings.linger;
-    let ended = if linger.is_zero() {
-        let deadline = Instant::now() + shutdown_timeout;
-        futures_util::future::join_all(running.into_iter().map(|r| r.end(deadline))).await
+    let last = if linger.is_zero() {
+        None
     } else {
-        // The final push carries the end time; a lingering sink (the Pushgateway) keeps
-        // the group `linger` long so that Prometheus scrapes the final values, the others
-        // end at once (remote write: the final sample, then the staleness markers).
-        let last = poller.final_cycle(linger).await;
-        let now = Instant::now();
-        tracing::info!(linger = %humantime::format_duration(linger), "final push; the job's group is kept for the linger, then deleted");
-        futures_util::future::join_all(running.into_iter().map(|r| {
-            let at = if r.lingers() { now + linger } else { now };
-            r.end_after(last.clone(), at, shutdown_timeout)
-        }))
-        .await
+        Some(poller.final_cycle(linger).await)
     };
-    poller.write_summary();
+    // The summary is written at the stop, beside the sinks' end: before a linger, which
+    // under Slurm outlives the Epilog that kills the agent (and the controller's epilog
+    // waits for the summary to store it in the job's AdminComment).
+    let summary = poller.write_summary();
+    let now = Instant::now();
+    if last.is_some() {
+        tracing::info!(linger = %humantime::format_duration(linger), "final push; the job's group is kept for the linger, then deleted");
+    }
+    let ends = running.into_iter().map(|r| match &last {
+        None => Either::Left(r.end(now + shutdown_timeout)),
+        Some(last) => {
+            let at = if r.lingers() { now + linger } else { now };
+            Either::Right(r.end_after(last.clone(), at, shutdown_timeout))
+        }
+    });
+    let (ended, _) =
+        futures_util::future::join(futures_util::future::join_all(ends), summary).await;
     if ended.iter().all(|ok| *ok) {
         tracing::info!("every sink ended; exiting");
         Ok(())

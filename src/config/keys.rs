@@ -417,7 +417,7 @@ pub static KEYS: &[KeyDef] = &[
         "`sweep`: do not ask Slurm; leases decide.")
         .group(Group::Sweep),
     key("squeue", Kind::Path, Some("/usr/bin/squeue"), &[],
-        "`sweep`: the squeue binary, called once per sweep (`squeue --all`; `SLURM_CONF` honoured); `scontrol show config` is asked of the `scontrol` beside it.")
+        "`sweep`: the squeue binary, called once per sweep (`squeue --all`; `SLURM_CONF` honoured); `scontrol show config` is asked of the `scontrol` beside it. EpilogSlurmctld uses it for a requeued job, and the `sacctmgr` beside it for `slurm.admin_comment`.")
         .group(Group::Sweep)
         .value("PATH"),
     key("squeue_timeout", Kind::Duration, Some("10s"), &[],
@@ -443,6 +443,9 @@ pub static KEYS: &[KeyDef] = &[
         .group(Group::Slurm),
     key("slurm.state_dir", Kind::Path, Some("/run/arkouda-push-agent"), &[],
         "Where the prolog keeps each job's pid, log and environment files (created owned by `slurm.run_as`).")
+        .group(Group::Slurm),
+    key("slurm.admin_comment", Kind::Bool, Some("false"), &[],
+        "EpilogSlurmctld: store the job summary in the job's AdminComment in Slurm's accounting (`sacctmgr modify job`, as jobstats does; read with `sacct -o AdminComment`). Needs `summary_file` on a file system the controller sees, and slurmdbd ([slurm.md](slurm.md), \"The job summary\").")
         .group(Group::Slurm),
 ];
 

@@ -114,6 +114,8 @@ pub struct SlurmSettings {
     pub connection_info: Option<String>,
     pub run_as: String,
     pub state_dir: PathBuf,
+    /// EpilogSlurmctld stores the job summary (`summary_file`) in the job's AdminComment.
+    pub admin_comment: bool,
 }
 
 /// The remote-write receivers and how to reach them (one set of auth/TLS options for
@@ -245,6 +247,14 @@ impl Settings {
                 "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
             ));
         }
+        let summary_file = r.path("summary_file")?;
+        let slurm = r.slurm()?;
+        if slurm.admin_comment && summary_file.is_none() {
+            return Err(r.invalid(
+                "slurm.admin_comment",
+                "storing the job summary in the job's AdminComment needs `summary_file` (a path on a file system the controller sees, e.g. \"/shared/arkouda/summaries/%j.json\")",
+            ));
+        }
         Ok(Settings {
             server,
             arkouda_timeout: r.duration(
@@ -294,7 +304,7 @@ impl Settings {
             legacy_names: r.bool("legacy_names")?,
             log_level,
             log_file: r.path("log_file")?,
-            summary_file: r.path("summary_file")?,
+            summary_file,
             linger: r.duration("linger", Duration::ZERO, Duration::from_secs(24 * 3600))?,
             dashboard_url: r.dashboard_url()?,
             listen,
@@ -322,7 +332,7 @@ impl Settings {
                 Duration::from_millis(100),
                 Duration::from_secs(600),
             )?,
-            slurm: r.slurm()?,
+            slurm,
             warnings: r.warnings.take(),
         })
     }

@@ -258,6 +258,7 @@ impl Reader<'_> {
             state_dir: self
                 .path("slurm.state_dir")?
                 .ok_or_else(|| self.invalid("slurm.state_dir", "must be set"))?,
+            admin_comment: self.bool("slurm.admin_comment")?,
         })
     }
 

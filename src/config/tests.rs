@@ -501,6 +501,21 @@ fn slurm_table() {
     let e = env(&[("ARKOUDA_PUSH_AGENT_SLURM_RUN_AS", "root")]);
     let err = settings(&flags(&[]), &e).unwrap_err().to_string();
     assert!(err.contains("never runs as root"), "{err}");
+
+    // admin_comment stores the summary file: without one it is an error naming both keys.
+    assert!(!d.admin_comment);
+    let toml = file("[slurm]\nadmin_comment = true\n");
+    f.config = Some(toml.0.clone());
+    let err = settings(&f, &env(&[])).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "invalid value for `slurm.admin_comment` = true (from file {}): storing the job summary in the job's AdminComment needs `summary_file`",
+            toml.0.display()
+        )),
+        "{err}"
+    );
+    let e = env(&[("ARKOUDA_PUSH_AGENT_SUMMARY_FILE", "/shared/s/%j.json")]);
+    assert!(settings(&f, &e).unwrap().slurm.admin_comment);
 }
 
 /// config/arkouda-push-agent.toml documents every key (secrets by their `_file` key)

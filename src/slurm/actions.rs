@@ -14,11 +14,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::admin_comment;
 use super::hooks::{self, Context, CtldPlan, EpilogPlan, Job, Launch, Mode, PrologPlan, Stop};
 use crate::config::{Resolved, Settings};
 
@@ -106,15 +107,15 @@ fn lookup_user(name: &str) -> Result<RunAs, ActionError> {
 
 /// What a bounded child printed, and how it ended.
 #[derive(Debug)]
-struct Finished {
-    status: ExitStatus,
-    output: String,
+pub(super) struct Finished {
+    pub(super) status: ExitStatus,
+    pub(super) output: String,
 }
 
 /// Runs `cmd` (stdout and stderr captured) for at most `limit`; kills it after that. The
 /// pipes are read on their own threads and abandoned at the deadline, so a grandchild
 /// that keeps them open cannot hold the hook.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Finished, ActionError> {
+pub(super) fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Finished, ActionError> {
     let shown = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::null())
@@ -722,7 +723,32 @@ pub async fn epilog_slurmctld(settings: &Settings, env: &BTreeMap<String, String
     let Some(job) = job_or_log(env) else {
         return false;
     };
-    match hooks::ctld_plan(settings, &job) {
+    // With `slurm.admin_comment`: the summary's wait and sacctmgr on a thread of their
+    // own, beside the delete (both fit the hook's budget side by side).
+    let comment = hooks::ctld_summary(settings, &job).map(|path| {
+        let store = admin_comment::Store {
+            path,
+            expect: admin_comment::Expect {
+                job_id: job.id.clone(),
+                cluster: job.cluster.clone(),
+                run_start: job
+                    .start_time
+                    .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t)),
+                hook_start: SystemTime::now(),
+            },
+            sacctmgr: settings.squeue.with_file_name("sacctmgr"),
+            wait: hooks::CTLD_SUMMARY_WAIT,
+            limit: hooks::CTLD_SACCTMGR,
+        };
+        let bound = hooks::CTLD_SUMMARY_WAIT + hooks::CTLD_SACCTMGR + hooks::BACKSTOP_MARGIN;
+        let deadline = tokio::time::Instant::now() + bound;
+        (
+            tokio::task::spawn_blocking(move || admin_comment::store(&store)),
+            deadline,
+            bound,
+        )
+    });
+    let deleted = match hooks::ctld_plan(settings, &job) {
         CtldPlan::Nothing(why) => {
             tracing::info!("nothing to delete: {why}");
             true
@@ -742,7 +768,25 @@ pub async fn epilog_slurmctld(settings: &Settings, env: &BTreeMap<String, String
             tracing::info!(runs = ?runs, next_running = running, "deleting the run's group by its grouping key: {why}");
             backstop_delete(settings, &job_id, &runs, cluster.as_deref(), None, deadline).await
         }
-    }
+    };
+    let Some((comment, deadline, bound)) = comment else {
+        return deleted;
+    };
+    // A run without a summary (a killed agent, a crashed node) is no failure of the hook;
+    // accounting that refused one is.
+    let stored = match tokio::time::timeout_at(deadline, comment).await {
+        Ok(Ok(outcome)) => outcome != admin_comment::Outcome::Failed,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "storing the job summary in the AdminComment failed");
+            false
+        }
+        // A file system that hangs the read: given up (the thread is left behind).
+        Err(_) => {
+            tracing::warn!(limit = ?bound, "storing the job summary in the AdminComment did not finish in time (a hanging file system?); the AdminComment was not set");
+            false
+        }
+    };
+    deleted && stored
 }
 
 /// Whether Slurm says job `job_id` is running (`squeue -h -j ID -o %T`, bounded by

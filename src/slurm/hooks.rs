@@ -46,6 +46,12 @@ pub const CTLD_DELETE: Duration = Duration::from_millis(3500);
 /// The controller's one question to Slurm, for a requeued job only (is its next run
 /// already running?), inside [`CTLD_LIMIT`] beside [`CTLD_DELETE`].
 pub const CTLD_SQUEUE: Duration = Duration::from_millis(800);
+/// With `slurm.admin_comment`, beside the squeue and the delete: how long the controller
+/// waits for this run's summary (the node's Epilog makes the agent write it, at about the
+/// time this hook starts) ...
+pub const CTLD_SUMMARY_WAIT: Duration = Duration::from_millis(2500);
+/// ... then the bound on `sacctmgr modify job`, which stores it in the AdminComment.
+pub const CTLD_SACCTMGR: Duration = Duration::from_millis(1500);
 
 /// Environment variables of ours that are for the scripts, never passed to an agent.
 const SCRIPT_ONLY_VARS: &[&str] = &[
@@ -95,6 +101,9 @@ pub struct Job {
     /// was requeued, already the next run's (Slurm counts the restart before the epilogs
     /// run): see [`run_to_end`] and [`ctld_runs`].
     pub restart_count: u32,
+    /// `SLURM_JOB_START_TIME` (unix seconds): the run's start. EpilogSlurmctld gets it
+    /// from Slurm 23.02 on; 22.05 sets it for no hook.
+    pub start_time: Option<u64>,
 }
 
 impl Job {
@@ -119,6 +128,9 @@ impl Job {
                 .or_else(|| get("SLURM_RESTART_COUNT"))
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or(0),
+            start_time: get("SLURM_JOB_START_TIME")
+                .and_then(|t| t.trim().parse().ok())
+                .filter(|t| *t > 0),
         })
     }
 
@@ -680,6 +692,16 @@ pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
     }
 }
 
+/// Where the controller finds the run's summary to store in the job's AdminComment: the
+/// job's `summary_file`, for a selected job when `slurm.admin_comment` is on (a linger
+/// changes nothing: the agent writes the summary before it lingers). None: nothing to
+/// store.
+pub fn ctld_summary(settings: &Settings, job: &Job) -> Option<PathBuf> {
+    let template = settings.summary_file.as_deref()?;
+    (settings.slurm.admin_comment && selection(&settings.slurm.select, job).is_yes())
+        .then(|| crate::summary::path_for(template, &job.id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1106,6 +1128,10 @@ mod tests {
             "{epilog_worst:?}"
         );
         assert!(CTLD_SQUEUE + CTLD_DELETE + BACKSTOP_MARGIN < CTLD_LIMIT);
+        // Beside them, the AdminComment: the wait for the summary, then sacctmgr, with the
+        // same margin for the thread that does it.
+        let comment = CTLD_SUMMARY_WAIT + CTLD_SACCTMGR + BACKSTOP_MARGIN;
+        assert!(comment < CTLD_LIMIT, "{comment:?}");
         // One request never outlives its deadline (push_timeout is capped by it), so the
         // default push_timeout needs no place of its own in the sums.
         assert!(s.push_timeout <= HOOK_AGENT_SHUTDOWN_MAX);
@@ -1115,7 +1141,7 @@ mod tests {
             format!("| Prolog | `limit={}` in prolog.sh: {} | waits {} for the agent to start |", PROLOG_LIMIT.as_secs(), secs(PROLOG_LIMIT + kill), secs(PROLOG_START_WAIT)),
             format!("| the agent started by the Prolog | `shutdown_timeout`, at most {} | its final delete |", secs(HOOK_AGENT_SHUTDOWN_MAX)),
             format!("| Epilog | `limit={}` in epilog.sh: {} | stop the agent {} (its delete + {}), SIGKILL + {}, backstop delete {} + {}: at most {} |", EPILOG_LIMIT.as_secs(), secs(EPILOG_LIMIT + kill), secs(EPILOG_STOP_WAIT_MAX), secs(STOP_MARGIN), secs(EPILOG_KILL_WAIT), secs(EPILOG_BACKSTOP), secs(BACKSTOP_MARGIN), secs(epilog_worst)),
-            format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | a requeued job only: `squeue` {}; delete by key {} + {} |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_SQUEUE), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN)),
+            format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | a requeued job only: `squeue` {}; delete by key {} + {}; beside them, with `admin_comment`: wait for the summary {}, `sacctmgr` {} (+ {}) |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_SQUEUE), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN), secs(CTLD_SUMMARY_WAIT), secs(CTLD_SACCTMGR), secs(BACKSTOP_MARGIN)),
             format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout)),
         ];
         for row in rows {
@@ -1234,6 +1260,32 @@ mod tests {
             ctld_plan(&parts, &controller(&[])),
             CtldPlan::Delete { .. }
         ));
+
+        // The summary to store in the AdminComment: a selected job's, with the option on,
+        // with a linger too.
+        let opted = controller(&[
+            ("SLURM_JOB_COMMENT", "arkouda-metrics"),
+            ("SLURM_JOB_START_TIME", "1767225600"),
+        ]);
+        assert_eq!(opted.start_time, Some(1_767_225_600));
+        assert_eq!(
+            controller(&[("SLURM_JOB_START_TIME", "0")]).start_time,
+            None
+        );
+        let on = [
+            ("slurm.admin_comment", "true"),
+            ("summary_file", "/shared/s/%j.json"),
+        ];
+        let want = Some(PathBuf::from("/shared/s/42.json"));
+        assert_eq!(ctld_summary(&settings(&on), &opted), want);
+        let lingering = settings(&[on[0], on[1], ("linger", "30s")]);
+        assert_eq!(ctld_summary(&lingering, &opted), want);
+        assert_eq!(ctld_summary(&settings(&on), &controller(&[])), None);
+        assert_eq!(
+            ctld_summary(&settings(&[on[1]]), &opted),
+            None,
+            "the option is off by default"
+        );
     }
 
     /// The TaskProlog prints the dashboard link once per step (task 0), only where the

@@ -8,15 +8,18 @@
 //! `scontrol`), which user the agent runs as, and where its Arkouda server is (the
 //! connection-info template, else the first node, on `metrics_port`). What it does
 //! ([`actions`]): start the agent (systemd unit when systemd runs, else `run --daemonize`),
-//! stop it at the job's end, and delete the job's groups as a backstop.
+//! stop it at the job's end, and delete the job's groups as a backstop; on the controller,
+//! optionally store the job's summary in its AdminComment ([`admin_comment`]).
 //!
-//! What it must never do: run the agent as root; call `scontrol`/`squeue` (they retry for a
-//! minute when slurmctld is down); take longer than the hook budgets (Prolog 5 s, Epilog
-//! 10 s) whatever the Pushgateway does; signal a process it cannot prove is this job's
-//! agent; or fail a Prolog (a failing Prolog drains the node — the scripts exit 0, and the
-//! exit code here only feeds their log).
+//! What it must never do: run the agent as root; call `scontrol`/`squeue` from a node's
+//! hook (they retry for a minute when slurmctld is down; the controller's hook calls
+//! `squeue` and `sacctmgr` only, each bounded); take longer than the hook budgets (Prolog
+//! 5 s, Epilog 10 s, EpilogSlurmctld 6 s) whatever the Pushgateway does; signal a process
+//! it cannot prove is this job's agent; or fail a Prolog (a failing Prolog drains the node
+//! — the scripts exit 0, and the exit code here only feeds their log).
 
 pub mod actions;
+pub mod admin_comment;
 pub mod hooks;
 pub mod hostlist;
 

@@ -719,21 +719,26 @@ fn the_job_summary_is_written_at_exit() {
     let sim = Sim::start(&["--locales", "2", "--release", "2024.04.19"]);
     let dir = TempDir::new("summary");
     let template = dir.path("job-%j.json");
-    let mut agent = spawn_agent(&[
-        "run",
-        "--arkouda",
-        &sim.endpoint(),
-        "--pushgateway",
-        &pg.url,
-        "--job-id",
-        "5150",
-        "--cluster",
-        "c9",
-        "--interval",
-        "200ms",
-        "--summary-file",
-        template.to_str().unwrap(),
-    ]);
+    let endpoint = sim.endpoint();
+    // An agent of job `id` writing its summary to `summary`, with `extra` flags.
+    let agent_of = |id: &str, summary: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--arkouda",
+            &endpoint,
+            "--pushgateway",
+            &pg.url,
+            "--job-id",
+            id,
+            "--interval",
+            "200ms",
+            "--summary-file",
+            summary,
+        ];
+        args.extend_from_slice(extra);
+        spawn_agent(&args)
+    };
+    let mut agent = agent_of("5150", template.to_str().unwrap(), &["--cluster", "c9"]);
     // Three polls at least (tick 3: `create` counts 6).
     pg.wait_group("5150", "three polls", |g| {
         g.value("arkouda_requests_total", &[("command", "create")])
@@ -789,20 +794,27 @@ fn the_job_summary_is_written_at_exit() {
         .collect();
     assert_eq!(names, vec!["job-5150.json".to_string()]);
 
+    // With a linger the summary is written at the stop, before the linger: under Slurm
+    // the Epilog kills a lingering agent, which would otherwise never write it.
+    let mut lingering = agent_of("5152", template.to_str().unwrap(), &["--linger", "60s"]);
+    pg.wait_group("5152", "a push", |_| true);
+    lingering.signal("TERM");
+    let path = dir.path("job-5152.json");
+    let text = eventually(Duration::from_secs(3), "the summary at the stop", || {
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    });
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["job_id"], "5152");
+    assert!(v["polls"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        lingering.child.try_wait().unwrap().is_none(),
+        "the agent lingers on after writing the summary"
+    );
+    lingering.signal("KILL");
+    lingering.wait_exit(Duration::from_secs(5));
+
     // A directory that does not exist: logged, exit 0.
-    let mut agent = spawn_agent(&[
-        "run",
-        "--arkouda",
-        &sim.endpoint(),
-        "--pushgateway",
-        &pg.url,
-        "--job-id",
-        "5151",
-        "--interval",
-        "200ms",
-        "--summary-file",
-        "/nonexistent/dir/%j.json",
-    ]);
+    let mut agent = agent_of("5151", "/nonexistent/dir/%j.json", &[]);
     pg.wait_group("5151", "a push", |_| true);
     agent.signal("TERM");
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(0));

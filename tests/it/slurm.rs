@@ -96,6 +96,9 @@ impl Cluster {
             mkdir(&p(d), 0o755);
         }
         mkdir(&p("locks"), 0o1777);
+        // The job summaries: written by the agent's user only, read by the controller.
+        mkdir(&p("summaries"), 0o755);
+        std::os::unix::fs::chown(p("summaries"), Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
 
         // The agent binary where `nobody` can run it; the simulator beside it, so that
         // every process this file starts has a path under `w` (the teardown finds them).
@@ -139,6 +142,14 @@ impl Cluster {
                     "connection_info = \"%w/arkouda-%j.connection-info\"",
                 ),
             ),
+            (
+                "admincomment",
+                config(
+                    &pg.url,
+                    &format!("summary_file = \"{}/%j.json\"", p("summaries").display()),
+                    "admin_comment = true",
+                ),
+            ),
             ("pgdown", config(&pg_down.url(), "", "")),
             ("pghang", config(&pg_hang.url(), "", "")),
             ("broken", "interval = \n[slurm\n".to_string()),
@@ -155,6 +166,8 @@ set -f
 export ARKOUDA_PUSH_AGENT_BIN={w}/bin/arkouda-push-agent
 export ARKOUDA_PUSH_AGENT_CONFIG={w}/config/default.toml
 export ARKOUDA_PUSH_AGENT_HOOK_LOG={w}/hooks.log
+# What a controller has in its default place (sacctmgr reads it); slurmctld gives none.
+export SLURM_CONF=${{SLURM_CONF:-{w}/etc/slurm.conf}}
 for word in ${{SLURM_JOB_COMMENT//,/ }}; do
     case $word in
     apa-config=*) export ARKOUDA_PUSH_AGENT_CONFIG={w}/config/${{word#apa-config=}}.toml ;;
@@ -212,8 +225,16 @@ exit "${{FAKE_EXIT:-0}}"
             epilog: hook("epilog"),
             epilog_slurmctld: hook("epilog-slurmctld"),
         };
+        // Job accounting (slurmdbd) for `slurm.admin_comment`.
+        let site = Site {
+            partitions: vec![
+                "PartitionName=arkouda Nodes=ALL MaxTime=INFINITE State=UP".to_string()
+            ],
+            accounting: true,
+            ..Site::default()
+        };
         let cluster = Cluster {
-            slurm: SlurmCluster::start_in(w, "apatest", &hooks, &["arkouda"]),
+            slurm: SlurmCluster::start_site(w, "apatest", &hooks, site),
             pg,
             _pg_down: pg_down,
             _pg_hang: pg_hang,
@@ -908,6 +929,96 @@ fn hooks_survive_failures(c: &Cluster) {
     c.assert_node_not_drained();
 }
 
+/// `slurm.admin_comment`: EpilogSlurmctld stores the job's summary in its AdminComment in
+/// Slurm's accounting (slurmdbd), within its budget: `sacct` gives back exactly the
+/// summary file's JSON. A job whose agent was killed (no summary this run): the hook waits
+/// its bound, says where the summary would be, and still ends in time.
+fn admin_comment(c: &Cluster) {
+    let (p1, p2) = (free_port(), free_port());
+    let job = c.sim_job(
+        "admin-comment",
+        marker(p1, ",apa-config=admincomment"),
+        p1,
+        3,
+    );
+    let killed = c.sim_job(
+        "admin-comment-killed",
+        marker(p2, ",apa-config=admincomment"),
+        p2,
+        2,
+    );
+    c.wait_live_group(&job.id, 3, &c.group_labels(&job.id));
+    c.wait_live_group(&killed.id, 2, &c.group_labels(&killed.id));
+    kill9(c.prolog_agent(&killed.id));
+    job.finish();
+    killed.finish();
+    c.assert_epilog(&job.id, Some(0));
+
+    let end = c.wait_hook_end(&job.id, "epilog-slurmctld");
+    let log = c.hook_log(&job.id, "epilog-slurmctld");
+    assert_eq!(end.rc, Some(0), "{log}");
+    assert!(end.ms < 6000, "EpilogSlurmctld took {} ms:\n{log}", end.ms);
+    assert!(
+        log.contains("job summary stored in the job's AdminComment")
+            && log.contains("backstop delete done (by grouping key)"),
+        "{log}"
+    );
+    let file = c.path(&format!("summaries/{}.json", job.id));
+    let text =
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}\n{log}", file.display()));
+    let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // slurmdbd has the job's record once slurmctld's queue to it has drained.
+    let stored = eventually(
+        Duration::from_secs(20),
+        &format!("job {}'s AdminComment in sacct", job.id),
+        || {
+            let (_, out) = c.slurm(
+                "/usr/bin/sacct",
+                &["-j", &job.id, "-X", "-n", "-P", "-o", "AdminComment"],
+            );
+            arkouda_push_agent::slurm::admin_comment::decode(out.trim()).ok_or(out)
+        },
+    );
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored, summary, "the AdminComment is the summary file");
+    assert_eq!(summary["job_id"], job.id.as_str());
+    assert_eq!(summary["cluster"], c.name.as_str());
+    assert_eq!(summary["server"]["locales"], 3);
+    assert!(summary["polls"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["requests"]
+            .as_object()
+            .is_some_and(|r| !r.is_empty()),
+        "{summary}"
+    );
+
+    // No summary for this run: the bounded wait, one line, exit 0 in time.
+    let none = c.wait_hook_end(&killed.id, "epilog-slurmctld");
+    let log = c.hook_log(&killed.id, "epilog-slurmctld");
+    assert!(none.ms >= 2500 && none.ms < 6000, "{none:?}:\n{log}");
+    assert_eq!(none.rc, Some(0), "{log}");
+    let path = c.path(&format!("summaries/{}.json", killed.id));
+    assert!(
+        log.contains(&format!(
+            "this run's job summary did not appear at {} within 2.5s (the file: missing): the AdminComment was not set",
+            path.display()
+        )),
+        "{log}"
+    );
+    let (_, out) = c.slurm(
+        "/usr/bin/sacct",
+        &["-j", &killed.id, "-X", "-n", "-P", "-o", "AdminComment"],
+    );
+    assert_eq!(out.trim(), "", "no AdminComment for job {}", killed.id);
+    eprintln!(
+        "EpilogSlurmctld with admin_comment: {} ms storing job {}'s summary ({} bytes of JSON); {} ms when none came",
+        end.ms,
+        job.id,
+        text.len(),
+        none.ms
+    );
+}
+
 type Scenario = fn(&Cluster);
 /// A scenario's name, how long it took, and its panic message if it failed.
 type Outcome = (String, Duration, Result<(), String>);
@@ -927,6 +1038,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("two_jobs_at_once", two_jobs_at_once),
     ("arkouda_srun_exit_code", arkouda_srun_exit_code),
     ("arkouda_srun_scancel", arkouda_srun_scancel),
+    ("admin_comment", admin_comment),
 ];
 
 /// Every scenario against one real Slurm cluster.
@@ -2055,6 +2167,7 @@ fn site_cluster() {
             "PartitionName=restricted Nodes=ALL AllowGroups=root MaxTime=INFINITE State=UP".into(),
         ],
         first_job_id: None,
+        accounting: false,
     };
     let alpha = SiteCluster::start("alpha", site, &pg);
     eprintln!("site up in {:?}", started.elapsed());

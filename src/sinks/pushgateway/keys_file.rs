@@ -35,17 +35,7 @@ pub fn record_keys(path: &std::path::Path, keys: &[GroupingKey]) -> std::io::Res
 /// The keys of a keys file (at most [`KEYS_FILE_LIMIT`] bytes; unreadable lines, such as
 /// a last line cut short by SIGKILL, are skipped). Never follows a symlink.
 pub fn read_keys(path: &std::path::Path) -> std::io::Result<Vec<GroupingKey>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut text = String::new();
-    f.take(KEYS_FILE_LIMIT).read_to_string(&mut text)?;
+    let text = crate::text::read_plain_file(path, KEYS_FILE_LIMIT)?;
     Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<Vec<(String, String)>>(l).ok())

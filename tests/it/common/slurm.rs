@@ -1,9 +1,10 @@
 //! A real single-node Slurm cluster for a test file: Debian's munged, slurmctld and slurmd,
 //! started under a temporary directory with their own key, socket, ports and job id range
 //! (the recipe of shared/docs/real-components.md), with the hooks the test names in
-//! slurm.conf. Used by tests/slurm.rs (the repository's hooks behind test wrappers, an
-//! extra partition), tests/deb.rs (the installed package's hooks) and tests/sweep.rs (jobs
-//! that run and end, slurmctld stopped).
+//! slurm.conf; optionally job accounting through slurmdbd and a MariaDB of its own
+//! (`Site::accounting`). Used by tests/slurm.rs (the repository's hooks behind test
+//! wrappers, an extra partition, accounting), tests/deb.rs (the installed package's hooks)
+//! and tests/sweep.rs (jobs that run and end, slurmctld stopped).
 //!
 //! Included with `#[path = "common/slurm.rs"] mod slurm_cluster;` next to `mod common;`, so
 //! the other test files do not compile it. Every daemon dies with the test (PDEATHSIG);
@@ -122,6 +123,9 @@ pub struct Site {
     pub partitions: Vec<String>,
     /// The first job id (default: a random one of its own).
     pub first_job_id: Option<u32>,
+    /// Job accounting through slurmdbd, with a MariaDB of its own (`sacct`, `sacctmgr`);
+    /// off: `accounting_storage/none`.
+    pub accounting: bool,
 }
 
 impl Site {
@@ -140,6 +144,9 @@ pub struct SlurmCluster {
     pub site: Site,
     /// munged, slurmctld, then one slurmd per node.
     daemons: Vec<Option<Proc>>,
+    /// MariaDB and slurmdbd, with `Site::accounting`: stopped after the others (they are
+    /// dropped after `Drop::drop` ran), so that slurmctld's last records reach them.
+    accounting: Vec<Proc>,
     pub w: TempDir,
 }
 
@@ -208,6 +215,18 @@ impl SlurmCluster {
         };
         let ctld_port = free_port();
         let slurmd_port = free_port();
+        let dbd_port = free_port();
+        let accounting = if site.accounting {
+            format!(
+                "AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={}/munge/munge.sock",
+                w.0.display()
+            )
+        } else {
+            "AccountingStorageType=accounting_storage/none".to_string()
+        };
         // A job id range of its own: concurrent clusters on this machine never share an id.
         let first_job_id = site
             .first_job_id
@@ -245,7 +264,7 @@ SlurmdLogFile={w}/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+{accounting}
 JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -302,6 +321,11 @@ SlurmdParameters=config_overrides
                 Err(std::fs::read_to_string(p("munge/munged.log")).unwrap_or_default())
             }
         });
+        let accounting = if site.accounting {
+            start_accounting(&w, name, &conf_path, dbd_port)
+        } else {
+            Vec::new()
+        };
         let f = s(conf_path.clone());
         daemons.push(Some(daemon(
             "slurmctld",
@@ -333,6 +357,7 @@ SlurmdParameters=config_overrides
             node,
             site,
             daemons,
+            accounting,
             w,
         };
         eventually(Duration::from_secs(30), "the nodes to be idle", || {
@@ -553,11 +578,127 @@ fn node_daemon(w: &Path, name: &str, conf: &str) -> Proc {
     )
 }
 
+/// Job accounting for a cluster: a MariaDB of its own (a fresh data directory, on a free
+/// loopback port, no grant tables: nothing but slurmdbd reaches it) and slurmdbd (its
+/// slurmdbd.conf beside slurm.conf, mode 0600 as it insists), with the cluster added, as a
+/// site's `sacctmgr add cluster` does; before slurmctld starts.
+fn start_accounting(w: &TempDir, name: &str, conf: &Path, dbd_port: u16) -> Vec<Proc> {
+    for (bin, pkg) in [
+        ("/usr/sbin/mariadbd", "mariadb-server"),
+        ("/usr/bin/mariadb-install-db", "mariadb-server"),
+        ("/usr/sbin/slurmdbd", "slurmdbd"),
+        ("/usr/bin/sacctmgr", "slurm-client"),
+        ("/usr/bin/sacct", "slurm-client"),
+    ] {
+        require(bin, pkg);
+    }
+    let started = Instant::now();
+    let p = |s: &str| w.path(s);
+    mkdir(&p("db"), 0o700);
+    let out = Command::new("/usr/bin/mariadb-install-db")
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", p("db").display()))
+        .args([
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=normal",
+        ])
+        .output()
+        .expect("mariadb-install-db");
+    assert!(
+        out.status.success(),
+        "mariadb-install-db: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db_port = free_port();
+    let db = daemon(
+        "mariadbd",
+        "/usr/sbin/mariadbd",
+        vec![
+            "--no-defaults".into(),
+            format!("--datadir={}", p("db").display()),
+            format!("--socket={}", p("run/mariadb.sock").display()),
+            format!("--pid-file={}", p("run/mariadb.pid").display()),
+            format!("--log-error={}", p("log/mariadb.log").display()),
+            format!("--port={db_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--user=root".into(),
+            "--skip-grant-tables".into(),
+            "--skip-name-resolve".into(),
+        ],
+    );
+    eventually(Duration::from_secs(30), "MariaDB to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", db_port))
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "{e}: {}",
+                    std::fs::read_to_string(p("log/mariadb.log")).unwrap_or_default()
+                )
+            })
+    });
+    let dbd_conf = conf.with_file_name("slurmdbd.conf");
+    write_file(
+        &dbd_conf,
+        &format!(
+            "AuthType=auth/munge
+AuthInfo=socket={w}/munge/munge.sock
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=root
+StorageLoc=slurm_acct_db
+PidFile={w}/run/slurmdbd.pid
+LogFile={w}/log/slurmdbd.log
+",
+            w = w.0.display()
+        ),
+        0o600,
+    );
+    let mut cmd = Command::new("/usr/sbin/slurmdbd");
+    cmd.arg("-D").env("SLURM_CONF", conf);
+    let dbd = daemon_cmd("slurmdbd", cmd);
+    eventually(
+        Duration::from_secs(60),
+        "slurmdbd to add the cluster",
+        || {
+            let out = Command::new("/usr/bin/timeout")
+                .args(["10", "/usr/bin/sacctmgr", "-i", "add", "cluster", name])
+                .env("SLURM_CONF", conf)
+                .stdin(Stdio::null())
+                .output()
+                .expect("sacctmgr");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if out.status.success() {
+                Ok(())
+            } else {
+                let log = std::fs::read_to_string(p("log/slurmdbd.log")).unwrap_or_default();
+                Err(format!("{text}; slurmdbd log: {log}"))
+            }
+        },
+    );
+    eprintln!("MariaDB and slurmdbd up in {:?}", started.elapsed());
+    vec![db, dbd]
+}
+
 /// A daemon that dies with the thread that started it (PR_SET_PDEATHSIG), so a killed
 /// test process leaves none behind; the orderly teardown is the cluster's Drop.
 fn daemon(name: &str, prog: &str, args: Vec<String>) -> Proc {
     let mut cmd = Command::new(prog);
     cmd.args(args);
+    daemon_cmd(name, cmd)
+}
+
+fn daemon_cmd(name: &str, mut cmd: Command) -> Proc {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
