@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 use arkouda_push_agent::arkouda::protocol;
+use arkouda_push_agent::model;
 use arkouda_push_agent::translate::{self, AgentStats, Context, Snapshot};
 
 struct Counting;
@@ -61,7 +62,7 @@ fn cycle(
         },
         ctx,
     );
-    translate::encode_text(&t.families, body).expect("encode");
+    model::encode_text(&t.families, &[], body).expect("encode");
     body.len()
 }
 

@@ -4,7 +4,8 @@
 //!
 //! The data path reads top to bottom and nothing imports upward:
 //! [`arkouda`] (ZeroMQ protocol → records) → [`translate`] (records → metric families,
-//! once per cycle) → [`sinks`] (each owns its destination: Pushgateway, remote write,
+//! once per cycle, in the agent's own [`model`], which also writes the text exposition)
+//! → [`sinks`] (each owns its destination: Pushgateway, remote write,
 //! `/metrics`), driven by [`lifecycle`], which knows no sink; [`wiring`] builds the sinks
 //! the settings configure. [`groups`] knows a job's groups on the Pushgateways (for the
 //! sinks, the Slurm hooks in [`slurm`] and [`sweep`]); [`process`] detaches, locks and
@@ -22,6 +23,7 @@ pub mod config;
 pub mod console;
 pub mod groups;
 pub mod lifecycle;
+pub mod model;
 pub mod process;
 pub mod secret;
 pub mod signals;

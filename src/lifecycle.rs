@@ -92,7 +92,6 @@ impl Poller {
                 job_user: settings.job_user.clone(),
                 partition: settings.partition.clone(),
                 legacy_names: settings.legacy_names,
-                const_labels: Vec::new(),
             },
             admitted: translate::Admitted::default(),
             stats: AgentStats {
@@ -394,7 +393,7 @@ pub async fn once(
     let (polled, cycle) = poller.cycle().await;
     if dry_run {
         let mut text = String::new();
-        translate::encode_text(&cycle.families, &mut text)?;
+        crate::model::encode_text(&cycle.families, &[], &mut text)?;
         crate::console::out_raw(format_args!("{text}"));
         return Ok(polled);
     }
@@ -481,7 +480,8 @@ mod tests {
                 .families
                 .iter()
                 .find(|f| f.name() == "arkouda_up")
-                .map(|f| f.get_metric()[0].get_gauge().get_value());
+                .and_then(|f| f.series().next())
+                .map(|s| s.value());
             self.log.lock().unwrap().push(format!("ship up={up:?}"));
             Box::pin(std::future::ready(!self.fail))
         }
@@ -601,7 +601,8 @@ mod tests {
                 .families
                 .iter()
                 .find(|f| f.name() == name)
-                .map(|f| f.get_metric()[0].get_counter().get_value())
+                .and_then(|f| f.series().next())
+                .map(|s| s.value())
         };
         assert_eq!(value("arkouda_agent_push_errors_total"), Some(3.0));
         assert_eq!(value("arkouda_agent_remote_write_dropped_total"), Some(2.0));

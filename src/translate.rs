@@ -1,4 +1,5 @@
-//! Arkouda records → Prometheus metric families. Pure data to data: no I/O, no clock.
+//! Arkouda records → the cycle's metric families ([`crate::model`]). Pure data to data: no
+//! I/O, no clock.
 //!
 //! This module owns every metric name, unit and HELP text. HELP and TYPE must be the same
 //! for a name in every group a Pushgateway holds (or it answers 400), so they come from one
@@ -9,22 +10,8 @@
 //! are `sum()` of the others, and keeping them would double every sum). Record timestamps
 //! are dropped (naive server-local time; the Pushgateway rejects timestamps anyway).
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
-
 use crate::arkouda::{Category, Record, Scope, ServerInfo};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// One metric name with its fixed HELP and TYPE.
-pub struct Def {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub help: &'static str,
-}
+use crate::model::{Def, Family, Kind};
 
 macro_rules! defs {
     ($($id:ident = $name:literal, $kind:ident, $help:literal;)*) => {
@@ -137,8 +124,6 @@ pub struct Context {
     pub job_user: Option<String>,
     pub partition: Option<String>,
     pub legacy_names: bool,
-    /// Labels put on every series (scrape mode: the grouping labels the Pushgateway would add).
-    pub const_labels: Vec<(String, String)>,
 }
 
 /// What one cycle knows.
@@ -150,116 +135,35 @@ pub struct Snapshot<'a> {
 }
 
 /// Accumulates series per metric; families come out sorted by name.
-struct Builder<'c> {
-    families: Vec<(&'static Def, Vec<Metric>)>,
-    consts: &'c [(String, String)],
+struct Builder {
+    families: Vec<Family>,
 }
 
-impl<'c> Builder<'c> {
-    fn new(consts: &'c [(String, String)]) -> Self {
+impl Builder {
+    fn new() -> Self {
         Builder {
             families: Vec::with_capacity(16),
-            consts,
         }
     }
 
-    fn add(&mut self, def: &'static Def, labels: &[(&str, &str)], value: f64) {
-        let pair = |k: &str, v: &str| {
-            let mut lp = LabelPair::default();
-            lp.set_name(k.to_string());
-            lp.set_value(v.to_string());
-            lp
-        };
-        let mut m = Metric::from_label(
-            self.consts
-                .iter()
-                .map(|(k, v)| pair(k, v))
-                .chain(labels.iter().map(|(k, v)| pair(k, v)))
-                .collect(),
-        );
-        match def.kind {
-            Kind::Counter => {
-                let mut c = Counter::default();
-                c.set_value(value);
-                m.set_counter(c);
+    fn add(&mut self, def: &'static Def, labels: &[(&'static str, &str)], value: f64) {
+        match self.families.iter_mut().find(|f| std::ptr::eq(f.def, def)) {
+            Some(f) => f.push(labels, value),
+            None => {
+                let mut f = Family::new(def);
+                f.push(labels, value);
+                self.families.push(f);
             }
-            Kind::Gauge => {
-                let mut g = Gauge::default();
-                g.set_value(value);
-                m.set_gauge(g);
-            }
-        }
-        match self
-            .families
-            .iter_mut()
-            .find(|(d, _)| std::ptr::eq(*d, def))
-        {
-            Some((_, list)) => list.push(m),
-            None => self.families.push((def, vec![m])),
         }
     }
 
-    fn finish(mut self) -> Vec<MetricFamily> {
-        self.families.sort_by_key(|(d, _)| d.name);
+    fn finish(mut self) -> Vec<Family> {
+        self.families.sort_by_key(|f| f.name());
+        for f in &mut self.families {
+            f.dedup_keep_last();
+        }
         self.families
-            .into_iter()
-            .map(|(def, mut metrics)| {
-                dedup_keep_last(&mut metrics);
-                let mut f = MetricFamily::default();
-                f.set_name(def.name.to_string());
-                f.set_help(def.help.to_string());
-                f.set_field_type(match def.kind {
-                    Kind::Counter => MetricType::COUNTER,
-                    Kind::Gauge => MetricType::GAUGE,
-                });
-                f.set_metric(metrics);
-                f
-            })
-            .collect()
     }
-}
-
-/// Drops all but the last series of each label set: a duplicate would make the
-/// Pushgateway reject the whole push. Label sets are compared by hash first, so the
-/// common case (no duplicates) allocates nothing per series.
-fn dedup_keep_last(metrics: &mut Vec<Metric>) {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    let hash = |m: &Metric| {
-        let mut h = state.build_hasher();
-        for l in m.get_label() {
-            l.name().hash(&mut h);
-            l.value().hash(&mut h);
-        }
-        h.finish()
-    };
-    let same = |a: &Metric, b: &Metric| {
-        a.get_label().len() == b.get_label().len()
-            && a.get_label()
-                .iter()
-                .zip(b.get_label())
-                .all(|(x, y)| x.name() == y.name() && x.value() == y.value())
-    };
-    // Hash → indices of the kept series with that hash, walking from the last.
-    let mut seen: std::collections::HashMap<u64, Vec<usize>> =
-        std::collections::HashMap::with_capacity(metrics.len());
-    let mut keep = vec![true; metrics.len()];
-    for i in (0..metrics.len()).rev() {
-        let kept = seen.entry(hash(&metrics[i])).or_default();
-        if kept.iter().any(|&j| same(&metrics[i], &metrics[j])) {
-            keep[i] = false;
-        } else {
-            kept.push(i);
-        }
-    }
-    if keep.iter().all(|k| *k) {
-        return;
-    }
-    let mut i = 0;
-    metrics.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
 }
 
 /// The cardinality budget: how many distinct values of a label keep series of their own
@@ -399,20 +303,20 @@ pub fn apply_budget<'r>(
 /// The families of one cycle, and the records nothing maps to (a known category with an
 /// unknown name or scope): counted by the caller, which also logs each kind once.
 pub struct Translation {
-    pub families: Vec<MetricFamily>,
+    pub families: Vec<Family>,
     pub unmapped: u64,
     /// One description per distinct kind of unmapped record.
     pub unmapped_kinds: Vec<String>,
 }
 
 /// Translates one cycle's snapshot into metric families.
-pub fn families(snap: &Snapshot<'_>, ctx: &Context) -> Vec<MetricFamily> {
+pub fn families(snap: &Snapshot<'_>, ctx: &Context) -> Vec<Family> {
     translate(snap, ctx).families
 }
 
 /// Translates one cycle's snapshot; see [`Translation`].
 pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
-    let mut b = Builder::new(&ctx.const_labels);
+    let mut b = Builder::new();
     let mut unmapped = 0;
     let mut unmapped_kinds: Vec<String> = Vec::new();
     let a = snap.agent;
@@ -483,7 +387,7 @@ pub fn translate(snap: &Snapshot<'_>, ctx: &Context) -> Translation {
         (a.skipped_records_total + unmapped) as f64,
     );
     b.add(AGENT_SERIES_DROPPED, &[], a.series_dropped_total as f64);
-    let series: usize = b.families.iter().map(|(_, m)| m.len()).sum();
+    let series: usize = b.families.iter().map(Family::len).sum();
     b.add(AGENT_SERIES, &[], (series + 1) as f64);
     Translation {
         families: b.finish(),
@@ -501,7 +405,7 @@ fn scope_name(s: &Scope) -> &'static str {
     }
 }
 
-fn server_info(b: &mut Builder<'_>, info: &ServerInfo, ctx: &Context) {
+fn server_info(b: &mut Builder, info: &ServerInfo, ctx: &Context) {
     if ctx.legacy_names {
         let n = info.number_of_locales.to_string();
         b.add(
@@ -583,7 +487,7 @@ pub const ALL_ERRORS: &str = "all";
 
 /// Adds the series of one record; false when nothing maps to it. `error_classes`: this
 /// cycle's NUM_ERRORS has records per error class (so its `total` is not exported).
-fn record(b: &mut Builder<'_>, r: &Record, error_classes: bool) -> bool {
+fn record(b: &mut Builder, r: &Record, error_classes: bool) -> bool {
     let cmd = [("command", r.name.as_str())];
     match (&r.category, &r.scope) {
         (Category::NumRequests, Scope::Global) if r.name != TOTAL => b.add(REQUESTS, &cmd, r.value),
@@ -618,7 +522,7 @@ fn record(b: &mut Builder<'_>, r: &Record, error_classes: bool) -> bool {
     true
 }
 
-fn legacy_record(b: &mut Builder<'_>, r: &Record, server: &str) -> bool {
+fn legacy_record(b: &mut Builder, r: &Record, server: &str) -> bool {
     let s = ("arkouda_server_name", server);
     let cmd = [("command", r.name.as_str()), s];
     match (&r.category, &r.scope) {
@@ -667,189 +571,11 @@ fn legacy_record(b: &mut Builder<'_>, r: &Record, server: &str) -> bool {
     true
 }
 
-/// For `layout = "locale"`: the series without a `locale` label (server-wide) and, per
-/// locale, that locale's series, each as families of their own.
-pub fn split_by_locale(
-    families: &[MetricFamily],
-) -> (
-    Vec<MetricFamily>,
-    std::collections::BTreeMap<String, Vec<MetricFamily>>,
-) {
-    let mut server = Vec::new();
-    let mut locales: std::collections::BTreeMap<String, Vec<MetricFamily>> = Default::default();
-    let like = |f: &MetricFamily, metrics: Vec<Metric>| {
-        let mut g = MetricFamily::default();
-        g.set_name(f.name().to_string());
-        g.set_help(f.help().to_string());
-        g.set_field_type(f.get_field_type());
-        g.set_metric(metrics);
-        g
-    };
-    for f in families {
-        let mut global = Vec::new();
-        let mut per: std::collections::BTreeMap<&str, Vec<Metric>> = Default::default();
-        for m in f.get_metric() {
-            match m.get_label().iter().find(|l| l.name() == "locale") {
-                Some(l) => per.entry(l.value()).or_default().push(m.clone()),
-                None => global.push(m.clone()),
-            }
-        }
-        if !global.is_empty() {
-            server.push(like(f, global));
-        }
-        for (loc, metrics) in per {
-            locales
-                .entry(loc.to_string())
-                .or_default()
-                .push(like(f, metrics));
-        }
-    }
-    (server, locales)
-}
-
-/// `families` with `labels` put first on every series: the grouping labels a sink adds
-/// where no Pushgateway adds them (scrape mode).
-pub fn with_labels(families: &[MetricFamily], labels: &[(String, String)]) -> Vec<MetricFamily> {
-    families
-        .iter()
-        .map(|f| {
-            let mut f = f.clone();
-            for m in f.mut_metric().iter_mut() {
-                let own = m.take_label();
-                let mut all: Vec<LabelPair> = Vec::with_capacity(labels.len() + own.len());
-                for (k, v) in labels {
-                    let mut lp = LabelPair::default();
-                    lp.set_name(k.clone());
-                    lp.set_value(v.clone());
-                    all.push(lp);
-                }
-                all.extend(own);
-                m.set_label(all);
-            }
-            f
-        })
-        .collect()
-}
-
-/// Encodes families as Prometheus text exposition into `buf` (cleared first).
-///
-/// Byte for byte what `prometheus::TextEncoder` writes, without its allocations: it makes
-/// a `String` per sample value (`f64::to_string`) and per family type, which at 4096
-/// locales (~25,000 series) was a fifth of the agent's instructions per cycle. Integer
-/// values below 2^53 (nearly all of Arkouda's: counts, bytes) are written as integers,
-/// which is what `f64`'s `Display` writes for them. Families this encoder does not take
-/// (histograms, summaries, none of the agent's; an empty or unnamed family, an error) go
-/// to `prometheus::TextEncoder`, for the same output or the same error.
-pub fn encode_text(families: &[MetricFamily], buf: &mut String) -> Result<(), prometheus::Error> {
-    buf.clear();
-    let plain = families.iter().all(|f| {
-        matches!(f.get_field_type(), MetricType::COUNTER | MetricType::GAUGE)
-            && !f.name().is_empty()
-            && !f.get_metric().is_empty()
-    });
-    if !plain {
-        return prometheus::TextEncoder::new().encode_utf8(families, buf);
-    }
-    for f in families {
-        let name = f.name();
-        let counter = f.get_field_type() == MetricType::COUNTER;
-        if !f.help().is_empty() {
-            buf.push_str("# HELP ");
-            buf.push_str(name);
-            buf.push(' ');
-            push_escaped(buf, f.help(), false);
-            buf.push('\n');
-        }
-        buf.push_str("# TYPE ");
-        buf.push_str(name);
-        buf.push_str(if counter { " counter\n" } else { " gauge\n" });
-        for m in f.get_metric() {
-            buf.push_str(name);
-            let mut sep = '{';
-            for l in m.get_label() {
-                buf.push(sep);
-                buf.push_str(l.name());
-                buf.push_str("=\"");
-                push_escaped(buf, l.value(), true);
-                buf.push('"');
-                sep = ',';
-            }
-            if sep == ',' {
-                buf.push('}');
-            }
-            buf.push(' ');
-            let value = if counter {
-                m.get_counter().get_value()
-            } else {
-                m.get_gauge().get_value()
-            };
-            push_value(buf, value);
-            let ts = m.timestamp_ms();
-            if ts != 0 {
-                buf.push(' ');
-                push_int(buf, ts);
-            }
-            buf.push('\n');
-        }
-    }
-    Ok(())
-}
-
-/// `v` as `f64`'s `Display` writes it.
-fn push_value(buf: &mut String, v: f64) {
-    // Below 2^53 every integer is a double, and its shortest round-trip form (what
-    // `Display` writes) is the integer itself; -0 is written "-0", so it takes the long way.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    if v.fract() == 0.0 && v.abs() < EXACT && (v != 0.0 || v.is_sign_positive()) {
-        push_int(buf, v as i64);
-    } else {
-        use std::fmt::Write as _;
-        let _ = write!(buf, "{v}");
-    }
-}
-
-fn push_int(buf: &mut String, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut u = n.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (u % 10) as u8;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        buf.push('-');
-    }
-    if let Ok(d) = std::str::from_utf8(&digits[i..]) {
-        buf.push_str(d);
-    }
-}
-
-/// `v` with `\\` and newline escaped (and `"` in a label value), as the text format wants.
-fn push_escaped(buf: &mut String, v: &str, quote: bool) {
-    let special = |c: char| c == '\\' || c == '\n' || (quote && c == '"');
-    if !v.contains(special) {
-        buf.push_str(v);
-        return;
-    }
-    for c in v.chars() {
-        match c {
-            '\\' => buf.push_str("\\\\"),
-            '\n' => buf.push_str("\\n"),
-            '"' if quote => buf.push_str("\\\""),
-            c => buf.push(c),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::arkouda::{protocol, LocaleRef};
-    use proptest::strategy::Strategy as _;
+    use crate::model::encode_text;
 
     fn rec(name: &str, category: Category, scope: Scope, value: f64) -> Record {
         Record {
@@ -884,9 +610,14 @@ mod tests {
 
     /// Renders only the sample lines (no HELP/TYPE) of the families whose name starts
     /// with `prefix`, for compact expectations.
-    fn samples(fams: &[MetricFamily], prefix: &str) -> Vec<String> {
+    fn samples(fams: &[Family], prefix: &str) -> Vec<String> {
+        samples_with(fams, &[], prefix)
+    }
+
+    /// [`samples`] with `first` put first on every series, as the listen sink encodes.
+    fn samples_with(fams: &[Family], first: &[(String, String)], prefix: &str) -> Vec<String> {
         let mut text = String::new();
-        encode_text(fams, &mut text).unwrap();
+        encode_text(fams, first, &mut text).unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
             .map(str::to_string)
@@ -1064,7 +795,6 @@ mod tests {
             job_user: Some("alice".into()),
             partition: Some("debug".into()),
             legacy_names: false,
-            const_labels: Vec::new(),
         };
         let snap = Snapshot {
             records: Some(&[]),
@@ -1072,7 +802,7 @@ mod tests {
             agent: &agent(),
         };
         let mut text = String::new();
-        encode_text(&families(&snap, &ctx), &mut text).unwrap();
+        encode_text(&families(&snap, &ctx), &[], &mut text).unwrap();
         let want = r#"# HELP arkouda_agent_info The push agent's version; always 1.
 # TYPE arkouda_agent_info gauge
 arkouda_agent_info{version="0.1.0"} 1
@@ -1211,23 +941,21 @@ arkouda_up 1
         );
     }
 
-    /// Scrape mode: the grouping labels come first on every series.
+    /// Scrape mode: the grouping labels, put first when the families are encoded, come
+    /// first on every series.
     #[test]
-    fn const_labels_on_every_series() {
-        let ctx = Context {
-            const_labels: vec![
-                ("job".into(), "arkouda".into()),
-                ("slurm_job_id".into(), "7".into()),
-            ],
-            ..Context::default()
-        };
+    fn grouping_labels_first_on_every_series() {
+        let grouping = [
+            ("job".to_string(), "arkouda".to_string()),
+            ("slurm_job_id".to_string(), "7".to_string()),
+        ];
         let recs = [rec("sum", Category::NumRequests, Scope::Global, 1.0)];
         let snap = Snapshot {
             records: Some(&recs),
             server_info: None,
             agent: &agent(),
         };
-        let got = samples(&families(&snap, &ctx), "arkouda_");
+        let got = samples_with(&families(&snap, &Context::default()), &grouping, "arkouda_");
         assert!(
             got.contains(
                 &r#"arkouda_requests_total{job="arkouda",slurm_job_id="7",command="sum"} 1"#
@@ -1329,152 +1057,6 @@ arkouda_up 1
             ..agent()
         };
         assert_eq!(snap(&a), vec!["arkouda_agent_listen_errors_total 2"]);
-    }
-
-    /// One series for [`family`]: labels, value, timestamp (0: none).
-    type TestSeries = (Vec<(String, String)>, f64, i64);
-
-    fn family(name: &str, help: &str, counter: bool, series: &[TestSeries]) -> MetricFamily {
-        let mut f = MetricFamily::default();
-        f.set_name(name.to_string());
-        f.set_help(help.to_string());
-        f.set_field_type(if counter {
-            MetricType::COUNTER
-        } else {
-            MetricType::GAUGE
-        });
-        f.set_metric(
-            series
-                .iter()
-                .map(|(labels, v, ts)| {
-                    let mut m = Metric::from_label(
-                        labels
-                            .iter()
-                            .map(|(k, v)| {
-                                let mut lp = LabelPair::default();
-                                lp.set_name(k.clone());
-                                lp.set_value(v.clone());
-                                lp
-                            })
-                            .collect(),
-                    );
-                    if counter {
-                        let mut c = Counter::default();
-                        c.set_value(*v);
-                        m.set_counter(c);
-                    } else {
-                        let mut g = Gauge::default();
-                        g.set_value(*v);
-                        m.set_gauge(g);
-                    }
-                    m.set_timestamp_ms(*ts);
-                    m
-                })
-                .collect(),
-        );
-        f
-    }
-
-    fn reference(families: &[MetricFamily]) -> Result<String, String> {
-        let mut text = String::new();
-        prometheus::TextEncoder::new()
-            .encode_utf8(families, &mut text)
-            .map(|()| text)
-            .map_err(|e| e.to_string())
-    }
-
-    fn ours(families: &[MetricFamily]) -> Result<String, String> {
-        let mut text = String::from("left over");
-        encode_text(families, &mut text)
-            .map(|()| text)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The values and strings where a hand-written encoder could part from the crate's.
-    #[test]
-    fn encoder_equals_the_prometheus_crate_on_edge_cases() {
-        let values = [
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            0.25,
-            1e-7,
-            123456.789,
-            4_000_256_000.0,
-            9_007_199_254_740_991.0,
-            9_007_199_254_740_992.0,
-            9_007_199_254_740_993.0,
-            -9_007_199_254_740_992.0,
-            1e21,
-            1.7e308,
-            f64::MIN_POSITIVE,
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            i64::MAX as f64,
-            i64::MIN as f64,
-        ];
-        let series: Vec<_> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                (
-                    vec![("l".to_string(), format!("q\"u\\o\nte {i} ü"))],
-                    *v,
-                    if i == 3 { 1_700_000_000_000 } else { 0 },
-                )
-            })
-            .collect();
-        for counter in [false, true] {
-            let fams = [
-                family(
-                    "a_total",
-                    "help \\ with\nnewline \" quote",
-                    counter,
-                    &series,
-                ),
-                family("b", "", counter, &[(Vec::new(), 3.0, 0)]),
-            ];
-            assert_eq!(ours(&fams), reference(&fams));
-        }
-        // What the crate refuses, refused the same way.
-        let empty = [family("c", "h", false, &[])];
-        assert_eq!(ours(&empty), reference(&empty));
-        let unnamed = [family("", "h", false, &[(Vec::new(), 1.0, 0)])];
-        assert_eq!(ours(&unnamed), reference(&unnamed));
-    }
-
-    proptest::proptest! {
-        /// Any gauges and counters: byte for byte the crate's text.
-        #[test]
-        fn encoder_equals_the_prometheus_crate(
-            fams in proptest::collection::vec(
-                (
-                    "[a-z_]{1,8}",
-                    proptest::prelude::any::<String>(),
-                    proptest::prelude::any::<bool>(),
-                    proptest::collection::vec(
-                        (
-                            proptest::collection::vec(("[a-z]{1,4}", proptest::prelude::any::<String>()), 0..3),
-                            proptest::prop_oneof![
-                                proptest::prelude::any::<f64>(),
-                                (-1_000_000_000_000i64..1_000_000_000_000).prop_map(|i| i as f64),
-                            ],
-                            proptest::prop_oneof![proptest::strategy::Just(0i64), proptest::prelude::any::<i64>()],
-                        ),
-                        1..4,
-                    ),
-                ),
-                0..4,
-            )
-        ) {
-            let fams: Vec<MetricFamily> = fams
-                .iter()
-                .map(|(n, h, c, s)| family(n, h, *c, s))
-                .collect();
-            proptest::prop_assert_eq!(ours(&fams), reference(&fams));
-        }
     }
 
     #[test]

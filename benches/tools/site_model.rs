@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arkouda_push_agent::arkouda::protocol;
+use arkouda_push_agent::model;
 use arkouda_push_agent::sinks::http::ClientOptions;
 use arkouda_push_agent::sinks::pushgateway::{self, GroupingKey, Payload, Pushgateway};
 use arkouda_push_agent::sinks::remote_write::{self, RemoteWriteSink};
@@ -22,7 +23,7 @@ use arkouda_push_agent::translate::{self, AgentStats, Context, Snapshot};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-fn families(locales: usize) -> Vec<prometheus::proto::MetricFamily> {
+fn families(locales: usize) -> Vec<model::Family> {
     let (all, info) = synthetic::replies(locales);
     let records = protocol::parse_records(&all).expect("records");
     let info = protocol::parse_server_info(&info).expect("info");
@@ -68,7 +69,7 @@ async fn main() {
     let intervals: u32 = args[6].parse().expect("INTERVALS");
     let fams = Arc::new(families(locales));
     let mut text = String::new();
-    translate::encode_text(&fams, &mut text).expect("encode");
+    model::encode_text(&fams, &[], &mut text).expect("encode");
     let body = bytes::Bytes::from(text);
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
     let late = Arc::new(Mutex::new(0u64));

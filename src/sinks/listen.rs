@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::{BoxFuture, CheckLine, Counters, Cycle, Sink};
-use crate::translate;
+use crate::model;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -235,8 +235,7 @@ impl Sink for ListenSink {
             let Some(listen) = &self.listen else {
                 return false;
             };
-            let families = translate::with_labels(&cycle.families, &self.grouping);
-            match translate::encode_text(&families, &mut self.text) {
+            match model::encode_text(&cycle.families, &self.grouping, &mut self.text) {
                 Ok(()) => {
                     listen.update(Bytes::copy_from_slice(self.text.as_bytes()));
                     true

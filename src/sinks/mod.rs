@@ -26,9 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::proto::MetricFamily;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+use crate::model::Family;
 
 /// Now, in Unix milliseconds (0 before 1970).
 pub fn unix_ms() -> i64 {
@@ -45,7 +46,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug)]
 pub struct Cycle {
     /// The families of the cycle, without grouping labels (each sink adds them its way).
-    pub families: Vec<MetricFamily>,
+    pub families: Vec<Family>,
     /// When the cycle was taken, in Unix milliseconds (remote write stamps it).
     pub unix_ms: i64,
     /// When its poll started, and how long the poll and the translation took: a sink
@@ -57,7 +58,7 @@ pub struct Cycle {
 
 impl Cycle {
     /// A cycle of `families` taken now (no poll timing).
-    pub fn now(families: Vec<MetricFamily>) -> Cycle {
+    pub fn now(families: Vec<Family>) -> Cycle {
         Cycle {
             families,
             unix_ms: unix_ms(),

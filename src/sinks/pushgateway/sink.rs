@@ -18,14 +18,13 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
-use prometheus::proto::MetricFamily;
 use tokio::time::Instant;
 
 use std::path::PathBuf;
 
 use super::{keys_file, GroupingKey, Payload, PushError, Pushgateway};
+use crate::model::{self, Family};
 use crate::sinks::{BoxFuture, CheckLine, Counters, Cycle, Sink};
-use crate::translate;
 
 /// Requests one Pushgateway gets at once from this job (per-locale groups are many).
 const CONCURRENCY: usize = 8;
@@ -102,10 +101,10 @@ impl PushgatewaySink {
 
     /// This cycle's request bodies, one per group: the whole text in the job's group, or
     /// with [`Layout::Locale`] the server-wide series there and each locale's in its own.
-    fn payloads(&mut self, families: &[MetricFamily]) -> Vec<(GroupingKey, Payload)> {
+    fn payloads(&mut self, families: &[Family]) -> Vec<(GroupingKey, Payload)> {
         let threshold = self.gzip_threshold;
-        let encode = |families: &[MetricFamily], text: &mut String| {
-            translate::encode_text(families, text)
+        let encode = |families: &[Family], text: &mut String| {
+            model::encode_text(families, &[], text)
                 .ok()
                 .map(|()| Payload::from_text(text.as_bytes(), threshold))
         };
@@ -114,7 +113,7 @@ impl PushgatewaySink {
                 .map(|p| vec![(self.key.clone(), p)])
                 .unwrap_or_default(),
             Layout::Locale => {
-                let (server, locales) = translate::split_by_locale(families);
+                let (server, locales) = model::split_by_locale(families);
                 let mut out = Vec::with_capacity(locales.len() + 1);
                 if let Some(p) = encode(&server, &mut self.text) {
                     out.push((self.key.clone(), p));

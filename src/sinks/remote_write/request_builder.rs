@@ -11,10 +11,10 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use prometheus::proto::{MetricFamily, MetricType};
 use prost::Message as _;
 
 use super::proto::{self, Label, Sample, TimeSeries, WriteRequest};
+use crate::model::Family;
 
 /// The metric-name label of the remote-write data model.
 const NAME_LABEL: &str = "__name__";
@@ -81,33 +81,15 @@ impl RequestBuilder {
     /// The request of one cycle: every counter and gauge sample at `now_ms`, plus a
     /// staleness marker at the same time for every series of an earlier cycle that is
     /// not in this one.
-    pub fn cycle(
-        &mut self,
-        families: &[MetricFamily],
-        now_ms: i64,
-    ) -> Result<Encoded, EncodeError> {
+    pub fn cycle(&mut self, families: &[Family], now_ms: i64) -> Result<Encoded, EncodeError> {
         let ts = self.stamp(now_ms);
-        let mut series = Vec::with_capacity(families.iter().map(|f| f.get_metric().len()).sum());
+        let mut series = Vec::with_capacity(families.iter().map(Family::len).sum());
         let mut current = HashSet::with_capacity(self.live.len());
         for family in families {
-            // The agent's table has only counters and gauges (one sample per series);
-            // anything else has no single value to send.
-            let counter = match family.get_field_type() {
-                MetricType::COUNTER => true,
-                MetricType::GAUGE => false,
-                _ => continue,
-            };
-            for metric in family.get_metric() {
-                let value = if counter {
-                    metric.get_counter().get_value()
-                } else {
-                    metric.get_gauge().get_value()
-                };
-                let labels = series_labels(
-                    &self.grouping,
-                    family.name(),
-                    metric.get_label().iter().map(|l| (l.name(), l.value())),
-                );
+            // Counters and gauges alike: one sample per series.
+            for s in family.series() {
+                let value = s.value();
+                let labels = series_labels(&self.grouping, family.name(), s.labels());
                 // translate drops duplicates already; a second one here would be a
                 // second sample at the same time, which receivers reject.
                 if !current.insert(labels.clone()) {
@@ -187,10 +169,10 @@ fn stale_series(labels: Vec<Label>, ts: i64) -> TimeSeries {
 /// the spec forbids empty values. A series label never repeats a grouping label's name
 /// (the configuration refuses such static labels); should one, the series' own wins, as
 /// with the Pushgateway's `honor_labels`.
-pub fn series_labels<'a>(
+pub fn series_labels<'n, 'v>(
     grouping: &[Label],
     name: &str,
-    own: impl Iterator<Item = (&'a str, &'a str)>,
+    own: impl Iterator<Item = (&'n str, &'v str)>,
 ) -> Vec<Label> {
     let mut labels: Vec<Label> = Vec::with_capacity(grouping.len() + 4);
     labels.push(Label {
@@ -217,7 +199,7 @@ pub fn series_labels<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::proto::{Gauge, LabelPair, Metric};
+    use crate::model::{leak_def, Kind};
 
     fn label(n: &str, v: &str) -> Label {
         Label {
@@ -226,32 +208,11 @@ mod tests {
         }
     }
 
-    fn gauge_family(name: &str, series: &[(&[(&str, &str)], f64)]) -> MetricFamily {
-        let mut f = MetricFamily::default();
-        f.set_name(name.to_string());
-        f.set_field_type(MetricType::GAUGE);
-        f.set_metric(
-            series
-                .iter()
-                .map(|(labels, v)| {
-                    let mut m = Metric::from_label(
-                        labels
-                            .iter()
-                            .map(|(k, v)| {
-                                let mut lp = LabelPair::default();
-                                lp.set_name(k.to_string());
-                                lp.set_value(v.to_string());
-                                lp
-                            })
-                            .collect(),
-                    );
-                    let mut g = Gauge::default();
-                    g.set_value(*v);
-                    m.set_gauge(g);
-                    m
-                })
-                .collect(),
-        );
+    fn gauge_family(name: &str, series: &[(&[(&'static str, &str)], f64)]) -> Family {
+        let mut f = Family::new(leak_def(name, "", Kind::Gauge));
+        for (labels, v) in series {
+            f.push(labels, *v);
+        }
         f
     }
 
