@@ -176,11 +176,16 @@ impl Family {
         /// A series hashed and compared by its labels.
         struct Key<'f>(Series<'f>);
         impl Hash for Key<'_> {
+            /// A series' label values lie one after another in the family's text: hashed
+            /// as one slice, with their count. Equal label sets hash alike; `eq` tells
+            /// apart the rest (`a="1",b=""` from `a="1b"`).
             fn hash<H: Hasher>(&self, h: &mut H) {
-                for (n, v) in self.0.labels() {
-                    n.hash(h);
-                    v.hash(h);
+                let Series { family, slot } = self.0;
+                let labels = &family.labels[slot.first..slot.end];
+                if let (Some(a), Some(b)) = (labels.first(), labels.last()) {
+                    h.write(&family.text.as_bytes()[a.start..b.end]);
                 }
+                h.write_usize(labels.len());
             }
         }
         impl PartialEq for Key<'_> {
