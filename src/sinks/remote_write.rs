@@ -4,7 +4,7 @@
 //!
 //! Protocol: Prometheus Remote-Write 1.0,
 //! <https://prometheus.io/docs/specs/remote_write_spec/>. The body is a protobuf
-//! `prometheus.WriteRequest` ([`proto`], hand-written `prost` structs) compressed with the
+//! `prometheus.WriteRequest` ([`proto`], encoded by hand) compressed with the
 //! snappy *block* format, sent with `Content-Encoding: snappy`,
 //! `Content-Type: application/x-protobuf`, `X-Prometheus-Remote-Write-Version: 0.1.0` and
 //! the agent's User-Agent. Every series carries `__name__`, the grouping labels the

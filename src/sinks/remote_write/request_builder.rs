@@ -7,13 +7,16 @@
 //! them at job end. The end request also marks again every series that vanished during
 //! the job: the request that carried its first marker may have been shed by a full queue
 //! while a receiver was down, and the series would then linger for five minutes.
+//!
+//! A series is remembered by its labels as they are encoded in a request: one block of
+//! bytes, made when the series first appears and written as it is into every request
+//! after, so that a series already live costs no allocation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
-use prost::Message as _;
 
-use super::proto::{self, Label, Sample, TimeSeries, WriteRequest};
+use super::proto;
 use crate::model::Family;
 
 /// The metric-name label of the remote-write data model.
@@ -34,36 +37,41 @@ pub struct Encoded {
 #[error("cannot snappy-compress a remote-write request: {0}")]
 pub struct EncodeError(#[from] snap::Error);
 
+/// A series' full, sorted label set, encoded ([`proto::put_label`] after one another).
+type Key = Box<[u8]>;
+
 /// Builds the requests of one job for one receiver.
 pub struct RequestBuilder {
     /// The job's grouping labels (`job`, `slurm_job_id`, `cluster`, static labels): the
     /// labels the Pushgateway would add, without its `instance=""`.
-    grouping: Vec<Label>,
-    /// Series written and not yet ended (their full, sorted label sets).
-    live: HashSet<Vec<Label>>,
+    grouping: Vec<(String, String)>,
+    /// Series written and not yet ended, with the number of the last cycle that had them.
+    live: HashMap<Key, u64>,
     /// Series that vanished during the job (marked once already), marked again at the end.
-    vanished: HashSet<Vec<Label>>,
+    vanished: HashSet<Key>,
+    /// Cycles built so far.
+    cycles: u64,
     /// The last timestamp used: a later request never goes back in time, even if the
     /// wall clock does (a receiver rejects an out-of-order sample, and Prometheus then
     /// rolls back the whole request).
     last_ms: i64,
     compressor: snap::raw::Encoder,
+    /// Reused from request to request: the request being written, a series' encoded labels.
+    raw: Vec<u8>,
+    key: Vec<u8>,
 }
 
 impl RequestBuilder {
     pub fn new(grouping: &[(String, String)]) -> RequestBuilder {
         RequestBuilder {
-            grouping: grouping
-                .iter()
-                .map(|(name, value)| Label {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            live: HashSet::new(),
+            grouping: grouping.to_vec(),
+            live: HashMap::new(),
             vanished: HashSet::new(),
+            cycles: 0,
             last_ms: i64::MIN,
             compressor: snap::raw::Encoder::new(),
+            raw: Vec::new(),
+            key: Vec::new(),
         }
     }
 
@@ -83,38 +91,54 @@ impl RequestBuilder {
     /// not in this one.
     pub fn cycle(&mut self, families: &[Family], now_ms: i64) -> Result<Encoded, EncodeError> {
         let ts = self.stamp(now_ms);
-        let mut series = Vec::with_capacity(families.iter().map(Family::len).sum());
-        let mut current = HashSet::with_capacity(self.live.len());
+        self.cycles += 1;
+        let cycle = self.cycles;
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        let mut samples = 0;
+        let mut labels = Vec::with_capacity(self.grouping.len() + 4);
         for family in families {
             // Counters and gauges alike: one sample per series.
             for s in family.series() {
-                let value = s.value();
-                let labels = series_labels(&self.grouping, family.name(), s.labels());
-                // translate drops duplicates already; a second one here would be a
-                // second sample at the same time, which receivers reject.
-                if !current.insert(labels.clone()) {
-                    continue;
+                series_labels(&self.grouping, family.name(), s.labels(), &mut labels);
+                self.key.clear();
+                for (n, v) in &labels {
+                    proto::put_label(&mut self.key, n, v);
                 }
-                series.push(TimeSeries {
-                    labels,
-                    samples: vec![Sample {
-                        value,
-                        timestamp: ts,
-                    }],
-                });
+                match self.live.get_mut(&self.key[..]) {
+                    // translate drops duplicates already; a second one here would be a
+                    // second sample at the same time, which receivers reject.
+                    Some(seen) if *seen == cycle => continue,
+                    Some(seen) => *seen = cycle,
+                    None => {
+                        // A series back after it vanished is no longer vanished.
+                        if !self.vanished.is_empty() {
+                            self.vanished.remove(&self.key[..]);
+                        }
+                        self.live.insert(self.key.as_slice().into(), cycle);
+                    }
+                }
+                proto::put_series(&mut raw, &self.key, s.value(), ts);
+                samples += 1;
             }
         }
-        let samples = series.len();
-        let mut ended: Vec<Vec<Label>> = self.live.difference(&current).cloned().collect();
-        ended.sort();
-        for labels in &current {
-            self.vanished.remove(labels);
+        let mut ended: Vec<Key> = Vec::new();
+        if self.live.len() > samples {
+            ended.extend(
+                self.live
+                    .extract_if(|_, seen| *seen != cycle)
+                    .map(|(k, _)| k),
+            );
         }
-        self.vanished.extend(ended.iter().cloned());
+        sort(&mut ended);
         let stale_markers = ended.len();
-        series.extend(ended.into_iter().map(|labels| stale_series(labels, ts)));
-        self.live = current;
-        self.finish(series, samples, stale_markers, ts)
+        for labels in &ended {
+            proto::put_series(&mut raw, labels, proto::stale_nan(), ts);
+        }
+        self.vanished.extend(ended);
+        let encoded = self.finish(&raw, samples, stale_markers, ts);
+        self.raw = raw;
+        encoded
     }
 
     /// The request that ends every live series: a staleness marker for each, at
@@ -125,25 +149,28 @@ impl RequestBuilder {
             return Ok(None);
         }
         let ts = self.stamp(now_ms);
-        let mut ended: Vec<Vec<Label>> = self.live.drain().chain(self.vanished.drain()).collect();
-        ended.sort();
-        let n = ended.len();
-        let series = ended
-            .into_iter()
-            .map(|labels| stale_series(labels, ts))
+        let mut ended: Vec<Key> = self
+            .live
+            .drain()
+            .map(|(k, _)| k)
+            .chain(self.vanished.drain())
             .collect();
-        self.finish(series, 0, n, ts).map(Some)
+        sort(&mut ended);
+        let mut raw = Vec::new();
+        for labels in &ended {
+            proto::put_series(&mut raw, labels, proto::stale_nan(), ts);
+        }
+        self.finish(&raw, 0, ended.len(), ts).map(Some)
     }
 
     fn finish(
         &mut self,
-        timeseries: Vec<TimeSeries>,
+        raw: &[u8],
         samples: usize,
         stale_markers: usize,
         ts: i64,
     ) -> Result<Encoded, EncodeError> {
-        let raw = WriteRequest { timeseries }.encode_to_vec();
-        let body = self.compressor.compress_vec(&raw)?;
+        let body = self.compressor.compress_vec(raw)?;
         Ok(Encoded {
             body: Bytes::from(body),
             samples,
@@ -153,53 +180,45 @@ impl RequestBuilder {
     }
 }
 
-fn stale_series(labels: Vec<Label>, ts: i64) -> TimeSeries {
-    TimeSeries {
-        labels,
-        samples: vec![Sample {
-            value: proto::stale_nan(),
-            timestamp: ts,
-        }],
-    }
+/// Label sets in order: label by label, by name then value (byte-wise), a shorter set
+/// before a longer one it begins.
+fn sort(keys: &mut [Key]) {
+    keys.sort_by(|a, b| proto::labels_of(a).cmp(proto::labels_of(b)));
 }
 
-/// The label set of one series: `__name__`, the grouping labels, then the series' own,
-/// sorted by name as the spec requires (byte-wise). A label with an empty value is left
-/// out: in Prometheus' data model it is the same as no label (a scrape drops it too), and
-/// the spec forbids empty values. A series label never repeats a grouping label's name
-/// (the configuration refuses such static labels); should one, the series' own wins, as
-/// with the Pushgateway's `honor_labels`.
-pub fn series_labels<'n, 'v>(
-    grouping: &[Label],
-    name: &str,
+/// The label set of one series into `out` (cleared first): `__name__`, the grouping
+/// labels, then the series' own, sorted by name as the spec requires (byte-wise). A label
+/// with an empty value is left out: in Prometheus' data model it is the same as no label
+/// (a scrape drops it too), and the spec forbids empty values. A series label never
+/// repeats a grouping label's name (the configuration refuses such static labels); should
+/// one, the series' own wins, as with the Pushgateway's `honor_labels`.
+pub fn series_labels<'a, 'n: 'a, 'v: 'a>(
+    grouping: &'a [(String, String)],
+    name: &'a str,
     own: impl Iterator<Item = (&'n str, &'v str)>,
-) -> Vec<Label> {
-    let mut labels: Vec<Label> = Vec::with_capacity(grouping.len() + 4);
-    labels.push(Label {
-        name: NAME_LABEL.to_string(),
-        value: name.to_string(),
-    });
+    out: &mut Vec<(&'a str, &'a str)>,
+) {
+    out.clear();
+    out.push((NAME_LABEL, name));
     for (n, v) in own {
         if !v.is_empty() {
-            labels.push(Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            });
+            out.push((n, v));
         }
     }
-    for g in grouping {
-        if !g.value.is_empty() && !labels.iter().any(|l| l.name == g.name) {
-            labels.push(g.clone());
+    for (n, v) in grouping {
+        if !v.is_empty() && !out.iter().any(|(o, _)| o == n) {
+            out.push((n, v));
         }
     }
-    labels.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    labels
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
 }
 
 #[cfg(test)]
 mod tests {
+    use super::proto::reference::{Label, Sample, TimeSeries, WriteRequest};
     use super::*;
     use crate::model::{leak_def, Kind};
+    use prost::Message as _;
 
     fn label(n: &str, v: &str) -> Label {
         Label {
@@ -256,6 +275,12 @@ mod tests {
         ];
         assert_eq!(req.encode_to_vec(), want);
         assert_eq!(WriteRequest::decode(want).unwrap(), req);
+        // The hand-written encoding, the one sent.
+        let mut labels = Vec::new();
+        proto::put_label(&mut labels, "__name__", "up");
+        let mut raw = Vec::new();
+        proto::put_series(&mut raw, &labels, 1.0, 1000);
+        assert_eq!(raw, want);
     }
 
     #[test]
@@ -306,42 +331,179 @@ mod tests {
 
     #[test]
     fn labels_sorted_grouping_added_empty_dropped() {
-        let g: Vec<Label> = grouping().into_iter().map(|(n, v)| label(&n, &v)).collect();
-        let got = series_labels(
+        let g = grouping();
+        let mut got = Vec::new();
+        series_labels(
             &g,
             "arkouda_requests_total",
             [("command", "sum"), ("user", ""), ("Zeta", "z")].into_iter(),
+            &mut got,
         );
         assert_eq!(
             got,
             vec![
-                label("Zeta", "z"), // byte-wise: upper case before `_` and lower case
-                label("__name__", "arkouda_requests_total"),
-                label("cluster", "c1"),
-                label("command", "sum"),
-                label("job", "arkouda"),
-                label("site", "x"),
-                label("slurm_job_id", "42"),
+                ("Zeta", "z"), // byte-wise: upper case before `_` and lower case
+                ("__name__", "arkouda_requests_total"),
+                ("cluster", "c1"),
+                ("command", "sum"),
+                ("job", "arkouda"),
+                ("site", "x"),
+                ("slurm_job_id", "42"),
             ]
         );
         let mut sorted = got.clone();
-        sorted.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         assert_eq!(got, sorted);
         // No `instance` label: the Pushgateway's instance="" is not ours to add.
-        assert!(got.iter().all(|l| l.name != "instance"));
+        assert!(got.iter().all(|l| l.0 != "instance"));
+    }
+
+    /// Label sets: any strings, empty ones included (proto3 leaves those out).
+    fn label_sets() -> impl proptest::strategy::Strategy<Value = Vec<Vec<(String, String)>>> {
+        use proptest::prelude::any;
+        proptest::collection::vec(
+            proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(String::new()),
+                        any::<String>(),
+                        "[a-c]{1,2}"
+                    ],
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(String::new()),
+                        any::<String>(),
+                        "[a-c]{1,2}"
+                    ],
+                ),
+                0..4,
+            ),
+            0..6,
+        )
+    }
+
+    fn key(labels: &[(String, String)]) -> Key {
+        let mut k = Vec::new();
+        for (n, v) in labels {
+            proto::put_label(&mut k, n, v);
+        }
+        k.into()
+    }
+
+    fn reference_labels(labels: &[(String, String)]) -> Vec<Label> {
+        labels
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The hand-written encoding is byte for byte `prost`'s, for any labels, values
+        /// (0, -0, NaN, the staleness marker) and timestamps (0, negative).
+        #[test]
+        fn encoding_equals_prost(
+            sets in label_sets(),
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<f64>(),
+                    proptest::sample::select(vec![0.0, -0.0, 1.0, f64::NAN, proto::stale_nan()]),
+                ],
+                6,
+            ),
+            stamps in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(0i64), proptest::prelude::any::<i64>()],
+                6,
+            ),
+        ) {
+            let mut raw = Vec::new();
+            let mut req = WriteRequest::default();
+            for (i, labels) in sets.iter().enumerate() {
+                proto::put_series(&mut raw, &key(labels), values[i], stamps[i]);
+                req.timeseries.push(TimeSeries {
+                    labels: reference_labels(labels),
+                    samples: vec![Sample { value: values[i], timestamp: stamps[i] }],
+                });
+            }
+            proptest::prop_assert_eq!(&raw, &req.encode_to_vec());
+        }
+
+        /// Encoded label sets read back, and sort as the label sets do.
+        #[test]
+        fn encoded_label_sets_read_back_and_sort_alike(sets in label_sets()) {
+            for labels in &sets {
+                let k = key(labels);
+                let back: Vec<(&[u8], &[u8])> = proto::labels_of(&k).collect();
+                let want: Vec<(&[u8], &[u8])> =
+                    labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+                proptest::prop_assert_eq!(back, want);
+            }
+            let mut keys: Vec<Key> = sets.iter().map(|l| key(l)).collect();
+            sort(&mut keys);
+            let mut want: Vec<Vec<Label>> = sets.iter().map(|l| reference_labels(l)).collect();
+            want.sort();
+            let want: Vec<Key> = want
+                .iter()
+                .map(|l| {
+                    key(&l.iter().map(|l| (l.name.clone(), l.value.clone())).collect::<Vec<_>>())
+                })
+                .collect();
+            proptest::prop_assert_eq!(keys, want);
+        }
+    }
+
+    /// A family of locales 0 and 1, and the same with locale 0 alone.
+    fn locales_two_then_one() -> (Family, Family) {
+        (
+            gauge_family(
+                "arkouda_locale_memory_used_bytes",
+                &[(&[("locale", "0")], 1.0), (&[("locale", "1")], 2.0)],
+            ),
+            gauge_family(
+                "arkouda_locale_memory_used_bytes",
+                &[(&[("locale", "0")], 3.0)],
+            ),
+        )
+    }
+
+    /// A series that comes back after it vanished is live again: the end marks it once.
+    #[test]
+    fn a_series_back_is_live_again() {
+        let mut b = RequestBuilder::new(&grouping());
+        let (two, one) = locales_two_then_one();
+        b.cycle(std::slice::from_ref(&two), 1000).unwrap();
+        let e = b.cycle(std::slice::from_ref(&one), 2000).unwrap();
+        assert_eq!((e.samples, e.stale_markers), (1, 1));
+        let e = b.cycle(std::slice::from_ref(&two), 3000).unwrap();
+        assert_eq!((e.samples, e.stale_markers), (2, 0));
+        let end = b.end(4000).unwrap().expect("two live series");
+        assert_eq!((end.samples, end.stale_markers), (0, 2));
+        assert_eq!(decode(&end).timeseries.len(), 2);
+    }
+
+    /// A series twice in one cycle (the same labels once empty values are left out) is
+    /// sent once: receivers reject a second sample at the same time.
+    #[test]
+    fn a_label_set_is_sent_once_per_cycle() {
+        let mut b = RequestBuilder::new(&grouping());
+        let f = gauge_family(
+            "arkouda_job_info",
+            &[
+                (&[("user", "alice"), ("partition", "")], 1.0),
+                (&[("user", "alice")], 2.0),
+            ],
+        );
+        let e = b.cycle(std::slice::from_ref(&f), 1000).unwrap();
+        assert_eq!((e.samples, e.stale_markers), (1, 0));
+        assert_eq!(decode(&e).timeseries[0].samples[0].value, 1.0);
+        assert_eq!(b.live_series(), 1);
     }
 
     #[test]
     fn vanished_series_get_a_marker_in_the_next_request_and_all_at_the_end() {
         let mut b = RequestBuilder::new(&grouping());
-        let two = gauge_family(
-            "arkouda_locale_memory_used_bytes",
-            &[(&[("locale", "0")], 1.0), (&[("locale", "1")], 2.0)],
-        );
-        let one = gauge_family(
-            "arkouda_locale_memory_used_bytes",
-            &[(&[("locale", "0")], 3.0)],
-        );
+        let (two, one) = locales_two_then_one();
         let e1 = b.cycle(std::slice::from_ref(&two), 1000).unwrap();
         assert_eq!((e1.samples, e1.stale_markers), (2, 0));
         // The clock went back: the request still moves forward in time.
