@@ -18,19 +18,7 @@ INTERVAL_MS=${INTERVAL_MS:-250}
 EXTRAS=${EXTRAS:-1}
 python3 -c 'import zmq, prometheus_client' 2>/dev/null || pip install -q pyzmq prometheus_client
 cargo build --release --quiet --bins --example put_floor --example poll_floor
-# Where cargo put them (CARGO_TARGET_DIR, e.g. a worktree's own target directory).
-R="${CARGO_TARGET_DIR:-target}/release"
-W=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null; }
-# CPU time of every thread of a process, in ms, from schedstat (nanoseconds; /proc/PID/stat
-# counts in 10 ms ticks, too coarse for a cycle of a small job).
-cpu_ms() { cat /proc/$1/task/*/schedstat | awk '{s+=$1} END {printf "%.3f", s/1e6}'; }
-rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+. benches/tools/common.sh
 
 start_pg() {
   PG_PORT=$(free_port)
@@ -38,7 +26,6 @@ start_pg() {
   PG_PID=$!; pids+=($PG_PID)
   until ready "http://127.0.0.1:$PG_PORT/-/ready"; do sleep 0.05; done
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 start_sim() {
   SIM_PORT=$(free_port)
   "$R"/arkouda-sim --metrics-port "$SIM_PORT" --locales "$1" >/dev/null 2>&1 &

@@ -14,12 +14,7 @@ INTERVAL_MS=${INTERVAL_MS:-5000}
 INTERVALS=${INTERVALS:-3}
 [ -x /usr/bin/time ] && [ -x /usr/bin/victoria-metrics ] && [ -x /usr/bin/prometheus ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time victoria-metrics prometheus prometheus-pushgateway >/dev/null; }
 cargo build --release --quiet --example site_model
-W=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null; }
+. benches/tools/common.sh
 cpu_s() { local t=0; for p in "$@"; do t=$(python3 -c "print($t + $(cat /proc/$p/task/*/schedstat | awk '{s+=$1} END {print s/1e9}'))"); done; echo "$t"; }
 
 start_pgs() { # K -> PG_URLS, PG_PIDS
