@@ -19,35 +19,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session};
-use crate::config::{Resolved, ServerLocation, Settings};
+use crate::arkouda::{Poll, PollError, Session};
+use crate::config::{Resolved, Settings};
 use crate::sinks::{self, Counters, Cycle, Running, Sink};
 use crate::summary::Summary;
 use crate::translate::{self, AgentStats};
 use crate::VERSION;
-
-fn session(settings: &Settings) -> Session {
-    let location = match &settings.server {
-        ServerLocation::Endpoint(e) => Location::Endpoint(e.clone()),
-        ServerLocation::ConnectionInfo {
-            path,
-            port,
-            fallback_host,
-        } => Location::ConnectionInfo {
-            path: path.clone(),
-            port: *port,
-            fallback_host: fallback_host.clone(),
-        },
-    };
-    let opts = ClientOptions {
-        timeout: settings.arkouda_timeout,
-        user: settings.arkouda_user.clone(),
-        token: settings.arkouda_token.clone(),
-        max_reply_bytes: settings.max_reply_bytes,
-    };
-    let release = settings.arkouda_release.as_deref().and_then(Release::parse);
-    Session::new(location, opts, release)
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -99,7 +76,7 @@ impl Poller {
                 ..AgentStats::default()
             },
             counters,
-            session: session(&settings),
+            session: Session::new(&settings.arkouda),
             summary: settings.summary_file.as_ref().map(|_| {
                 Summary::new(
                     settings.job_id.as_deref().unwrap_or_default(),
@@ -406,7 +383,7 @@ pub async fn check(
         }
     }
     let deadline = Instant::now() + settings.push_timeout;
-    let mut s = session(&settings);
+    let mut s = Session::new(&settings.arkouda);
     let polled = s.poll().await;
     let endpoint = s.endpoint();
     let mut ok = match polled {

@@ -2,33 +2,16 @@
 //! built from a [`super::Resolved`] by [`Settings::from_resolved`].
 
 use super::*;
+use crate::arkouda::Location;
 use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where the metrics server is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServerLocation {
-    /// A fixed `tcp://host:port`.
-    Endpoint(String),
-    /// Read the host from arkouda_server's connection-info file; the port is `port`.
-    ConnectionInfo {
-        path: PathBuf,
-        port: u16,
-        /// Used while the file does not exist (the Slurm prolog gives the first node).
-        fallback_host: Option<String>,
-    },
-}
-
 /// Validated, ready-to-use settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub server: ServerLocation,
-    pub arkouda_timeout: Duration,
-    pub arkouda_release: Option<String>,
-    pub arkouda_user: String,
-    pub arkouda_token: Option<Secret>,
-    pub max_reply_bytes: u64,
+    /// The Arkouda client ([`crate::arkouda::Session`]).
+    pub arkouda: ArkoudaSettings,
     /// One or more Pushgateway base URLs.
     pub pushgateway: Vec<String>,
     pub pushgateway_mode: PushgatewayMode,
@@ -93,6 +76,7 @@ pub enum PushgatewayMode {
     All,
 }
 
+pub use crate::arkouda::ArkoudaSettings;
 /// How a job's series are grouped (the Pushgateway sink's own vocabulary).
 pub use crate::sinks::pushgateway::sink::Layout;
 
@@ -154,36 +138,32 @@ impl Settings {
         // arkouda wins; then the connection-info file, with arkouda_host as the fallback while
         // the file is missing; then arkouda_host alone; then localhost.
         let host = r.nonempty("arkouda_host")?;
-        let server = if let Some(a) = r.nonempty("arkouda")? {
-            ServerLocation::Endpoint(
+        let location = if let Some(a) = r.nonempty("arkouda")? {
+            Location::Endpoint(
                 parse_endpoint(&a, metrics_port).map_err(|e| r.invalid("arkouda", e))?,
             )
         } else if let Some(path) = r.path("connection_info")? {
-            ServerLocation::ConnectionInfo {
+            Location::ConnectionInfo {
                 path,
                 port: metrics_port,
                 fallback_host: host,
             }
         } else if let Some(h) = host {
-            ServerLocation::Endpoint(
+            Location::Endpoint(
                 parse_endpoint(&h, metrics_port).map_err(|e| r.invalid("arkouda_host", e))?,
             )
         } else {
-            ServerLocation::Endpoint(format!("tcp://localhost:{metrics_port}"))
+            Location::Endpoint(format!("tcp://localhost:{metrics_port}"))
         };
 
-        let arkouda_release = match r.required("arkouda_release")?.trim() {
+        let release = match r.required("arkouda_release")?.trim() {
             "auto" => None,
-            rel => Some(
-                crate::arkouda::Release::parse(rel)
-                    .map(|_| rel.to_string())
-                    .ok_or_else(|| {
-                        r.invalid(
-                            "arkouda_release",
-                            "expected auto or a release date such as 2022.08.15, 2023.04.07 or 2024.10.02",
-                        )
-                    })?,
-            ),
+            rel => Some(crate::arkouda::Release::parse(rel).ok_or_else(|| {
+                r.invalid(
+                    "arkouda_release",
+                    "expected auto or a release date such as 2022.08.15, 2023.04.07 or 2024.10.02",
+                )
+            })?),
         };
 
         let pushgateway = r
@@ -246,19 +226,23 @@ impl Settings {
             ));
         }
         Ok(Settings {
-            server,
-            arkouda_timeout: r.duration(
-                "arkouda_timeout",
-                Duration::from_millis(10),
-                Duration::from_secs(600),
-            )?,
-            arkouda_release,
-            arkouda_user: r.required("arkouda_user")?,
-            arkouda_token: r.secret("arkouda_token")?,
-            max_reply_bytes: r
-                .integer("max_reply_bytes", 1024, i128::from(i64::MAX))?
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(64 << 20),
+            arkouda: ArkoudaSettings {
+                location,
+                release,
+                client: crate::arkouda::ClientOptions {
+                    timeout: r.duration(
+                        "arkouda_timeout",
+                        Duration::from_millis(10),
+                        Duration::from_secs(600),
+                    )?,
+                    user: r.required("arkouda_user")?,
+                    token: r.secret("arkouda_token")?,
+                    max_reply_bytes: r
+                        .integer("max_reply_bytes", 1024, i128::from(i64::MAX))?
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(64 << 20),
+                },
+            },
             pushgateway,
             pushgateway_mode,
             layout,
@@ -335,7 +319,7 @@ impl Settings {
                 *p = cwd.join(&*p);
             }
         };
-        if let ServerLocation::ConnectionInfo { path, .. } = &mut self.server {
+        if let Location::ConnectionInfo { path, .. } = &mut self.arkouda.location {
             abs(path);
         }
         for p in [

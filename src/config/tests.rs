@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::read::*;
 use super::*;
+use crate::arkouda::Location;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -171,7 +172,10 @@ fn legacy_environment_names() {
         ("PUSHGATEWAY_URL", "http://pgw:9091/"),
     ]);
     let s = settings(&flags(&[]), &e).unwrap();
-    assert_eq!(s.server, ServerLocation::Endpoint("tcp://nid7:6000".into()));
+    assert_eq!(
+        s.arkouda.location,
+        Location::Endpoint("tcp://nid7:6000".into())
+    );
     assert_eq!(s.interval, Duration::from_secs(12));
     assert_eq!(s.server_name, "srv");
     assert_eq!(s.job_id.as_deref(), Some("4242"));
@@ -193,8 +197,8 @@ fn server_location_order() {
         ("METRICS_SERVER_PORT", "5600"),
     ]);
     assert_eq!(
-        settings(&flags(&[]), &e).unwrap().server,
-        ServerLocation::ConnectionInfo {
+        settings(&flags(&[]), &e).unwrap().arkouda.location,
+        Location::ConnectionInfo {
             path: "/tmp/ci".into(),
             port: 5600,
             fallback_host: None,
@@ -203,8 +207,8 @@ fn server_location_order() {
     // A host with the file: the host is the fallback while the file is missing.
     let f = flags(&[("arkouda_host", "nid001")]);
     assert_eq!(
-        settings(&f, &e).unwrap().server,
-        ServerLocation::ConnectionInfo {
+        settings(&f, &e).unwrap().arkouda.location,
+        Location::ConnectionInfo {
             path: "/tmp/ci".into(),
             port: 5600,
             fallback_host: Some("nid001".into()),
@@ -212,24 +216,26 @@ fn server_location_order() {
     );
     let f = flags(&[("arkouda", "tcp://nid001:5556")]);
     assert_eq!(
-        settings(&f, &e).unwrap().server,
-        ServerLocation::Endpoint("tcp://nid001:5556".into())
+        settings(&f, &e).unwrap().arkouda.location,
+        Location::Endpoint("tcp://nid001:5556".into())
     );
     assert_eq!(
         settings(&flags(&[("arkouda", "nid9")]), &env(&[]))
             .unwrap()
-            .server,
-        ServerLocation::Endpoint("tcp://nid9:5556".into())
+            .arkouda
+            .location,
+        Location::Endpoint("tcp://nid9:5556".into())
     );
     assert_eq!(
         settings(&flags(&[("arkouda_host", "nid8")]), &env(&[]))
             .unwrap()
-            .server,
-        ServerLocation::Endpoint("tcp://nid8:5556".into())
+            .arkouda
+            .location,
+        Location::Endpoint("tcp://nid8:5556".into())
     );
     assert_eq!(
-        settings(&flags(&[]), &env(&[])).unwrap().server,
-        ServerLocation::Endpoint("tcp://localhost:5556".into())
+        settings(&flags(&[]), &env(&[])).unwrap().arkouda.location,
+        Location::Endpoint("tcp://localhost:5556".into())
     );
 }
 
@@ -425,7 +431,10 @@ fn secrets_only_from_file_or_env_and_never_shown() {
     ]);
     let resolved = resolve(&f, &e).unwrap();
     let s = Settings::from_resolved(&resolved).unwrap();
-    assert_eq!(s.arkouda_token.as_ref().unwrap().expose(), "s3cret-token");
+    assert_eq!(
+        s.arkouda.client.token.as_ref().unwrap().expose(),
+        "s3cret-token"
+    );
     assert_eq!(s.pushgateway_password.as_ref().unwrap().expose(), "hunter2");
     let listing = resolved.describe().join("\n");
     assert!(!listing.contains("hunter2"), "{listing}");
