@@ -1,13 +1,14 @@
-//! A job's groups on the Pushgateways: the grouping key, which Pushgateways the job uses
-//! (shard or all), and deleting every group of a job. Shared by the agent's lifecycle, the
-//! Slurm backstops and `sweep`, so they can never disagree on what "the job's groups" are.
+//! A job's groups on the Pushgateways: the grouping key and deleting every group of a job
+//! (which Pushgateways a job uses, shard or all, is [`PushgatewaySettings::of_job`]).
+//! Shared by the agent's lifecycle, the Slurm backstops and `sweep`, so they can never
+//! disagree on what "the job's groups" are.
 //!
 //! It knows the settings and the Pushgateway sink; it never polls Arkouda.
 
 use tokio::time::Instant;
 
-use crate::config::{PushgatewayMode, Settings};
-use crate::sinks::pushgateway::{self, GroupingKey, PushError, Pushgateway};
+use crate::config::{PushgatewaySettings, Settings};
+use crate::sinks::pushgateway::{GroupingKey, PushError, Pushgateway};
 
 /// The grouping label that tells the runs of a requeued job apart (Slurm's restart count;
 /// absent on a job's first run).
@@ -55,12 +56,12 @@ pub fn is_run_group(own: &GroupingKey, recorded: &GroupingKey) -> bool {
 /// grouping key, never listing, until `deadline`. Returns how many deletes were sent
 /// and the failures.
 pub async fn delete_keys(
-    settings: &Settings,
+    pushgateway: &PushgatewaySettings,
     keys: &[GroupingKey],
     deadline: Instant,
 ) -> Result<usize, Vec<String>> {
     use futures_util::StreamExt;
-    let pgws = pushgateways(settings).map_err(|e| vec![e.to_string()])?;
+    let pgws = pushgateway.every().map_err(|e| vec![e.to_string()])?;
     let jobs: Vec<(&Pushgateway, &GroupingKey)> = pgws
         .iter()
         .flat_map(|p| keys.iter().map(move |k| (p, k)))
@@ -83,39 +84,6 @@ pub async fn delete_keys(
     }
 }
 
-/// Every listed Pushgateway (`delete`, `check` and the Slurm backstops act on all).
-pub fn pushgateways(settings: &Settings) -> Result<Vec<Pushgateway>, PushError> {
-    settings
-        .pushgateway
-        .iter()
-        .map(|url| pushgateway(settings, url))
-        .collect()
-}
-
-/// The Pushgateways a job pushes to: in shard mode the one its job id hashes to, in `all`
-/// mode every one.
-pub fn job_pushgateways(settings: &Settings, job_id: &str) -> Result<Vec<Pushgateway>, PushError> {
-    let mut all = pushgateways(settings)?;
-    if settings.pushgateway_mode == PushgatewayMode::Shard && all.len() > 1 {
-        let i = pushgateway::shard(job_id, all.len());
-        return Ok(vec![all.swap_remove(i)]);
-    }
-    Ok(all)
-}
-
-pub fn pushgateway(settings: &Settings, url: &str) -> Result<Pushgateway, PushError> {
-    Pushgateway::new(pushgateway::Options {
-        url: url.to_string(),
-        timeout: settings.push_timeout,
-        username: settings.pushgateway_username.clone(),
-        password: settings.pushgateway_password.clone(),
-        bearer_token: settings.pushgateway_bearer_token.clone(),
-        ca_file: settings.pushgateway_ca_file.clone(),
-        insecure_skip_verify: settings.pushgateway_insecure_skip_verify,
-        user_agent: crate::sinks::http::user_agent(),
-    })
-}
-
 /// `delete --job-id`: deletes every group of this job (any other grouping labels) that the
 /// Pushgateway holds. Returns how many it deleted.
 pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
@@ -125,7 +93,7 @@ pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
     let mut failed: Vec<String> = Vec::new();
     // Every listed Pushgateway, whatever the mode (the job's shard may have moved with a
     // changed list); one that is down does not stop the others.
-    for pgw in pushgateways(settings)? {
+    for pgw in settings.pushgateway.every()? {
         match delete_job_on(settings, job_id, &pgw, deadline).await {
             Ok(0) => crate::outln!("no group of job {job_id} in {}", pgw.url()),
             Ok(n) => deleted += n,

@@ -262,7 +262,7 @@ pub async fn run(
     let interval = settings.interval;
     let shutdown_timeout = settings.shutdown_timeout;
     let watch_pid = settings.watch_pid;
-    let ship_timeout = interval.max(settings.push_timeout);
+    let ship_timeout = interval.max(settings.push_timeout());
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
     tracing::info!(
         version = VERSION,
@@ -347,7 +347,7 @@ pub async fn once(
     counters: Arc<Counters>,
     dry_run: bool,
 ) -> anyhow::Result<bool> {
-    let timeout = settings.push_timeout;
+    let timeout = settings.push_timeout();
     let mut poller = Poller::new(settings, counters);
     let (polled, cycle) = poller.cycle().await;
     if dry_run {
@@ -382,7 +382,7 @@ pub async fn check(
             crate::outln!("grouping key: none yet (no job id: give --job-id or set SLURM_JOB_ID)")
         }
     }
-    let deadline = Instant::now() + settings.push_timeout;
+    let deadline = Instant::now() + settings.push_timeout();
     let mut s = Session::new(&settings.arkouda);
     let polled = s.poll().await;
     let endpoint = s.endpoint();

@@ -105,14 +105,14 @@ fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
         let job_id = settings.require_job_id().map_err(|e| e.to_string())?;
         // One writer per Pushgateway group; an agent that pushes to none (scrape mode,
         // remote write only) may run beside the one that does.
-        let lock = if wiring::pushes_to_pushgateway(settings) {
+        let lock = if settings.pushgateway.pushes() {
             let group = groups::grouping_key(settings, job_id).path();
             let dir = process::lock_dir(settings.lock_dir.as_deref()).map_err(|e| e.to_string())?;
             let lock = process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?;
             // The Epilog deletes the groups recorded here: the job's own from the start
             // (the Pushgateway sink records per-locale groups as it pushes them). Best
             // effort: the Epilog also computes the job's own key.
-            if let Some(path) = &settings.keys_file {
+            if let Some(path) = &settings.pushgateway.keys_file {
                 let _ = groups::record_keys(path, &[groups::grouping_key(settings, job_id)]);
             }
             Some(lock)

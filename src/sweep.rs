@@ -487,7 +487,7 @@ fn unix_now() -> f64 {
 /// `sweep`: prints one line per group of this agent (deleted or kept, with the reason)
 /// and a summary. Ok(false) when a Pushgateway could not be listed or a delete failed.
 pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
-    let pgws = crate::groups::pushgateways(settings)?;
+    let pgws = settings.pushgateway.every()?;
     let mut ok = true;
     let mut found = Vec::new();
     let mut others = 0usize;
@@ -616,7 +616,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
             deleted += 1;
         } else {
             match pgw
-                .delete(&key, Instant::now() + settings.push_timeout)
+                .delete(&key, Instant::now() + settings.push_timeout())
                 .await
             {
                 Ok(()) => {

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::arkouda::Location;
-use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,19 +11,11 @@ use std::time::Duration;
 pub struct Settings {
     /// The Arkouda client ([`crate::arkouda::Session`]).
     pub arkouda: ArkoudaSettings,
-    /// One or more Pushgateway base URLs.
-    pub pushgateway: Vec<String>,
-    pub pushgateway_mode: PushgatewayMode,
-    pub layout: Layout,
-    pub gzip_threshold: u64,
-    pub budget: crate::translate::Budget,
-    pub pushgateway_username: Option<String>,
-    pub pushgateway_password: Option<Secret>,
-    pub pushgateway_bearer_token: Option<Secret>,
-    pub pushgateway_ca_file: Option<PathBuf>,
-    pub pushgateway_insecure_skip_verify: bool,
-    pub push_timeout: Duration,
+    /// The Pushgateway sink, and `delete`, `sweep` and the Slurm backstops.
+    pub pushgateway: PushgatewaySettings,
+    /// The remote-write sink (`urls` empty: none).
     pub remote_write: RemoteWriteSettings,
+    pub budget: crate::translate::Budget,
     pub job: String,
     pub job_id: Option<String>,
     pub cluster: Option<String>,
@@ -46,13 +37,10 @@ pub struct Settings {
     /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
     pub dashboard_url: Option<String>,
     pub listen: Option<String>,
-    pub no_push: bool,
     pub daemonize: bool,
     pub pid_file: Option<PathBuf>,
     pub watch_pid: Option<i32>,
     pub lock_dir: Option<PathBuf>,
-    /// run: where the agent records its groups' keys for the Slurm Epilog.
-    pub keys_file: Option<PathBuf>,
     /// Every push carries push time + lease (`lease`, default 4 × interval).
     pub lease: Duration,
     /// sweep: how long after its lease expired a group may be deleted when leases decide.
@@ -67,18 +55,11 @@ pub struct Settings {
     pub warnings: Vec<String>,
 }
 
-/// How a job's groups are spread over several Pushgateways.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PushgatewayMode {
-    /// Each job to one Pushgateway, chosen by a stable hash of its job id.
-    Shard,
-    /// Each job to every Pushgateway (high availability).
-    All,
-}
-
 pub use crate::arkouda::ArkoudaSettings;
 /// How a job's series are grouped (the Pushgateway sink's own vocabulary).
 pub use crate::sinks::pushgateway::sink::Layout;
+pub use crate::sinks::pushgateway::{PushgatewayMode, PushgatewaySettings};
+pub use crate::sinks::remote_write::RemoteWriteSettings;
 
 /// Which jobs the Slurm prolog starts an agent for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,20 +81,6 @@ pub struct SlurmSettings {
     pub state_dir: PathBuf,
 }
 
-/// The remote-write receivers and how to reach them (one set of auth/TLS options for
-/// all of them, as for the Pushgateways).
-#[derive(Clone, Debug)]
-pub struct RemoteWriteSettings {
-    /// Write endpoints; empty: no remote write.
-    pub urls: Vec<String>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub bearer_token: Option<Secret>,
-    pub ca_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
-    pub queue_size: usize,
-}
-
 /// Labels the agent sets itself; a static label may not take these names.
 pub const RESERVED_LABELS: &[&str] = &[
     "job",
@@ -124,7 +91,8 @@ pub const RESERVED_LABELS: &[&str] = &[
 ];
 
 impl Settings {
-    /// Type and validate every key.
+    /// Type and validate every key. The keys are read in a fixed order (the first bad one
+    /// is the error), then handed to the groups.
     pub fn from_resolved(resolved: &Resolved) -> Result<Settings, ConfigError> {
         let r = Reader {
             resolved,
@@ -166,7 +134,7 @@ impl Settings {
             })?),
         };
 
-        let pushgateway = r
+        let pushgateway_urls = r
             .list("pushgateway")?
             .iter()
             .map(|u| {
@@ -204,11 +172,7 @@ impl Settings {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(r.invalid("log_level", "expected error, warn, info, debug or trace"));
         }
-        let HttpAuth {
-            username,
-            password,
-            bearer,
-        } = r.http_auth("pushgateway", "Pushgateway")?;
+        let pushgateway_auth = r.http_auth("pushgateway", "Pushgateway")?;
 
         let interval = r.duration(
             "interval",
@@ -225,88 +189,118 @@ impl Settings {
                 "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
             ));
         }
+        let arkouda_client = crate::arkouda::ClientOptions {
+            timeout: r.duration(
+                "arkouda_timeout",
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            )?,
+            user: r.required("arkouda_user")?,
+            token: r.secret("arkouda_token")?,
+            max_reply_bytes: r
+                .integer("max_reply_bytes", 1024, i128::from(i64::MAX))?
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(64 << 20),
+        };
+        let pushgateway_ca_file = r.path("pushgateway_ca_file")?;
+        let pushgateway_insecure_skip_verify = r.bool("pushgateway_insecure_skip_verify")?;
+        // One timeout for every HTTP request of a sink: the Pushgateways' and the
+        // remote-write receivers'.
+        let push_timeout = r.duration(
+            "push_timeout",
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+        )?;
+        let cluster = r.nonempty("cluster")?;
+        let restart_count = r
+            .integer("restart_count", 0, i128::from(u32::MAX))?
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
+        let job_user = r.nonempty("job_user")?;
+        let partition = r.nonempty("partition")?;
+        let labels = r.labels("labels")?;
+        let server_name = r.required("server_name")?;
+        let shutdown_timeout = r.duration(
+            "shutdown_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+        let legacy_names = r.bool("legacy_names")?;
+        let log_file = r.path("log_file")?;
+        let summary_file = r.path("summary_file")?;
+        let linger = r.duration("linger", Duration::ZERO, Duration::from_secs(24 * 3600))?;
+        let dashboard_url = r.dashboard_url()?;
+        let daemonize = r.bool("daemonize")?;
+        let pid_file = r.path("pid_file")?;
+        let watch_pid = r
+            .integer("watch_pid", 1, i128::from(i32::MAX))?
+            .and_then(|p| i32::try_from(p).ok());
+        let lock_dir = r.path("lock_dir")?;
+        let keys_file = r.path("keys_file")?;
+        let lease = r.lease(interval)?;
+        let grace = r.duration(
+            "grace",
+            Duration::ZERO,
+            Duration::from_secs(365 * 24 * 3600),
+        )?;
+        let no_scheduler = r.bool("no_scheduler")?;
+        let squeue = r
+            .path("squeue")?
+            .ok_or_else(|| r.invalid("squeue", "must be set"))?;
+        let squeue_timeout = r.duration(
+            "squeue_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+        let slurm = r.slurm()?;
         Ok(Settings {
             arkouda: ArkoudaSettings {
                 location,
                 release,
-                client: crate::arkouda::ClientOptions {
-                    timeout: r.duration(
-                        "arkouda_timeout",
-                        Duration::from_millis(10),
-                        Duration::from_secs(600),
-                    )?,
-                    user: r.required("arkouda_user")?,
-                    token: r.secret("arkouda_token")?,
-                    max_reply_bytes: r
-                        .integer("max_reply_bytes", 1024, i128::from(i64::MAX))?
-                        .and_then(|n| u64::try_from(n).ok())
-                        .unwrap_or(64 << 20),
-                },
+                client: arkouda_client,
             },
-            pushgateway,
-            pushgateway_mode,
-            layout,
-            gzip_threshold,
+            pushgateway: PushgatewaySettings {
+                urls: pushgateway_urls,
+                mode: pushgateway_mode,
+                layout,
+                gzip_threshold,
+                client: pushgateway_auth.client(
+                    pushgateway_ca_file,
+                    pushgateway_insecure_skip_verify,
+                    push_timeout,
+                ),
+                keys_file,
+                no_push,
+            },
+            remote_write: remote_write.with_timeout(push_timeout),
             budget,
-            pushgateway_username: username,
-            pushgateway_password: password,
-            pushgateway_bearer_token: bearer,
-            pushgateway_ca_file: r.path("pushgateway_ca_file")?,
-            pushgateway_insecure_skip_verify: r.bool("pushgateway_insecure_skip_verify")?,
-            push_timeout: r.duration(
-                "push_timeout",
-                Duration::from_millis(10),
-                Duration::from_secs(600),
-            )?,
             job,
             job_id,
-            cluster: r.nonempty("cluster")?,
-            restart_count: r
-                .integer("restart_count", 0, i128::from(u32::MAX))?
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0),
-            job_user: r.nonempty("job_user")?,
-            partition: r.nonempty("partition")?,
-            labels: r.labels("labels")?,
-            server_name: r.required("server_name")?,
+            cluster,
+            restart_count,
+            job_user,
+            partition,
+            labels,
+            server_name,
             interval,
-            shutdown_timeout: r.duration(
-                "shutdown_timeout",
-                Duration::from_millis(100),
-                Duration::from_secs(600),
-            )?,
-            legacy_names: r.bool("legacy_names")?,
+            shutdown_timeout,
+            legacy_names,
             log_level,
-            log_file: r.path("log_file")?,
-            summary_file: r.path("summary_file")?,
-            linger: r.duration("linger", Duration::ZERO, Duration::from_secs(24 * 3600))?,
-            dashboard_url: r.dashboard_url()?,
+            log_file,
+            summary_file,
+            linger,
+            dashboard_url,
             listen,
-            no_push,
-            remote_write,
-            daemonize: r.bool("daemonize")?,
-            pid_file: r.path("pid_file")?,
-            watch_pid: r
-                .integer("watch_pid", 1, i128::from(i32::MAX))?
-                .and_then(|p| i32::try_from(p).ok()),
-            lock_dir: r.path("lock_dir")?,
-            keys_file: r.path("keys_file")?,
-            lease: r.lease(interval)?,
-            grace: r.duration(
-                "grace",
-                Duration::ZERO,
-                Duration::from_secs(365 * 24 * 3600),
-            )?,
-            no_scheduler: r.bool("no_scheduler")?,
-            squeue: r
-                .path("squeue")?
-                .ok_or_else(|| r.invalid("squeue", "must be set"))?,
-            squeue_timeout: r.duration(
-                "squeue_timeout",
-                Duration::from_millis(100),
-                Duration::from_secs(600),
-            )?,
-            slurm: r.slurm()?,
+            daemonize,
+            pid_file,
+            watch_pid,
+            lock_dir,
+            lease,
+            grace,
+            no_scheduler,
+            squeue,
+            squeue_timeout,
+            slurm,
             warnings: r.warnings.take(),
         })
     }
@@ -323,13 +317,13 @@ impl Settings {
             abs(path);
         }
         for p in [
-            &mut self.pushgateway_ca_file,
-            &mut self.remote_write.ca_file,
+            &mut self.pushgateway.client.ca_file,
+            &mut self.remote_write.client.ca_file,
             &mut self.log_file,
             &mut self.summary_file,
             &mut self.pid_file,
             &mut self.lock_dir,
-            &mut self.keys_file,
+            &mut self.pushgateway.keys_file,
         ]
         .into_iter()
         .flatten()
@@ -341,7 +335,9 @@ impl Settings {
     /// At least one sink, which `run` and `once` need: no implicit Pushgateway, the sinks
     /// are what is configured, and none at all is a mistake named with the keys to fix it.
     pub fn require_sink(&self) -> Result<(), ConfigError> {
-        if self.pushgateway.is_empty() && self.remote_write.urls.is_empty() && self.listen.is_none()
+        if self.pushgateway.urls.is_empty()
+            && self.remote_write.urls.is_empty()
+            && self.listen.is_none()
         {
             return Err(ConfigError::Missing {
                 key: "pushgateway".to_string(),
@@ -349,6 +345,23 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
+    pub fn require_pushgateway(&self) -> Result<&[String], ConfigError> {
+        if self.pushgateway.urls.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "pushgateway".to_string(),
+                hint: "this command deletes groups from the Pushgateways: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL)".to_string(),
+            });
+        }
+        Ok(&self.pushgateway.urls)
+    }
+
+    /// `push_timeout`: the timeout of one HTTP request of a sink, to a Pushgateway or a
+    /// remote-write receiver (held in their client options).
+    pub fn push_timeout(&self) -> Duration {
+        self.pushgateway.client.timeout
     }
 
     /// The job's dashboard link: `dashboard_url` with `{job_id}` and `{cluster}` filled in
@@ -363,17 +376,6 @@ impl Settings {
                 &enc(self.cluster.as_deref().unwrap_or_default()),
             )
         })
-    }
-
-    /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
-    pub fn require_pushgateway(&self) -> Result<&[String], ConfigError> {
-        if self.pushgateway.is_empty() {
-            return Err(ConfigError::Missing {
-                key: "pushgateway".to_string(),
-                hint: "this command deletes groups from the Pushgateways: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL)".to_string(),
-            });
-        }
-        Ok(&self.pushgateway)
     }
 
     /// The job id, which `run`, `once` and `delete` need.

@@ -87,11 +87,11 @@ fn a_sink_is_required() {
         .to_string();
     assert!(err.starts_with("invalid value for `no_push` = \"true\" (from flag --no-push): with no_push and neither"), "{err}");
     let rw = only(&[("remote_write", "http://vm:8428/api/v1/write")]).unwrap();
-    assert!(rw.pushgateway.is_empty());
+    assert!(rw.pushgateway.urls.is_empty());
     assert!(rw.require_sink().is_ok());
     assert!(rw.require_pushgateway().is_err());
     let listen = only(&[("listen", "127.0.0.1:9808")]).unwrap();
-    assert!(listen.pushgateway.is_empty());
+    assert!(listen.pushgateway.urls.is_empty());
     assert!(listen.require_sink().is_ok());
     let dash = only(&[
         ("pushgateway", "http://p:9091"),
@@ -180,7 +180,7 @@ fn legacy_environment_names() {
     assert_eq!(s.server_name, "srv");
     assert_eq!(s.job_id.as_deref(), Some("4242"));
     assert_eq!(s.cluster.as_deref(), Some("perlmutter"));
-    assert_eq!(s.pushgateway, vec!["http://pgw:9091".to_string()]);
+    assert_eq!(s.pushgateway.urls, vec!["http://pgw:9091".to_string()]);
     // The canonical name beats the alias.
     let mut e2 = e.clone();
     e2.insert("ARKOUDA_PUSH_AGENT_JOB_ID".into(), "7".into());
@@ -435,7 +435,10 @@ fn secrets_only_from_file_or_env_and_never_shown() {
         s.arkouda.client.token.as_ref().unwrap().expose(),
         "s3cret-token"
     );
-    assert_eq!(s.pushgateway_password.as_ref().unwrap().expose(), "hunter2");
+    assert_eq!(
+        s.pushgateway.client.password.as_ref().unwrap().expose(),
+        "hunter2"
+    );
     let listing = resolved.describe().join("\n");
     assert!(!listing.contains("hunter2"), "{listing}");
     assert!(
@@ -598,7 +601,7 @@ fn remote_write_urls_from_each_layer() {
         "{err}"
     );
     f.set_list("remote_write", vec!["http://a/w".into()]);
-    assert!(settings(&f, &env(&[])).unwrap().no_push);
+    assert!(settings(&f, &env(&[])).unwrap().pushgateway.no_push);
 }
 
 #[test]
@@ -625,7 +628,7 @@ fn remote_write_bad_values_and_secrets() {
     let resolved = resolve(&flags(&[]), &e).unwrap();
     let s = Settings::from_resolved(&resolved).unwrap();
     assert_eq!(
-        s.remote_write.password.as_ref().unwrap().expose(),
+        s.remote_write.client.password.as_ref().unwrap().expose(),
         "hunter2"
     );
     assert!(!resolved.describe().join("\n").contains("hunter2"));

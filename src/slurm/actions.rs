@@ -583,7 +583,8 @@ async fn backstop_delete(
     if let Some(c) = cluster {
         s.cluster = Some(c.to_string());
     }
-    s.push_timeout = s.push_timeout.min(budget);
+    let mut pushgateway = settings.pushgateway.clone();
+    pushgateway.client.timeout = pushgateway.client.timeout.min(budget);
     let mut keys = Vec::new();
     for &run in runs {
         s.restart_count = run;
@@ -613,7 +614,12 @@ async fn backstop_delete(
     let deadline = tokio::time::Instant::now() + budget;
     let hard = budget + hooks::BACKSTOP_MARGIN;
     let n = keys.len();
-    match tokio::time::timeout(hard, crate::groups::delete_keys(&s, &keys, deadline)).await {
+    match tokio::time::timeout(
+        hard,
+        crate::groups::delete_keys(&pushgateway, &keys, deadline),
+    )
+    .await
+    {
         Ok(Ok(_)) => {
             tracing::info!(groups = n, group = %own.path(), job_id, "backstop delete done (by grouping key)");
             true

@@ -1108,7 +1108,7 @@ mod tests {
         assert!(CTLD_SQUEUE + CTLD_DELETE + BACKSTOP_MARGIN < CTLD_LIMIT);
         // One request never outlives its deadline (push_timeout is capped by it), so the
         // default push_timeout needs no place of its own in the sums.
-        assert!(s.push_timeout <= HOOK_AGENT_SHUTDOWN_MAX);
+        assert!(s.push_timeout() <= HOOK_AGENT_SHUTDOWN_MAX);
 
         let doc = include_str!("../../docs/slurm.md");
         let rows = [
@@ -1116,7 +1116,7 @@ mod tests {
             format!("| the agent started by the Prolog | `shutdown_timeout`, at most {} | its final delete |", secs(HOOK_AGENT_SHUTDOWN_MAX)),
             format!("| Epilog | `limit={}` in epilog.sh: {} | stop the agent {} (its delete + {}), SIGKILL + {}, backstop delete {} + {}: at most {} |", EPILOG_LIMIT.as_secs(), secs(EPILOG_LIMIT + kill), secs(EPILOG_STOP_WAIT_MAX), secs(STOP_MARGIN), secs(EPILOG_KILL_WAIT), secs(EPILOG_BACKSTOP), secs(BACKSTOP_MARGIN), secs(epilog_worst)),
             format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | a requeued job only: `squeue` {}; delete by key {} + {} |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_SQUEUE), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN)),
-            format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout)),
+            format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout())),
         ];
         for row in rows {
             assert!(doc.contains(&row), "docs/slurm.md lacks the row\n{row}");
