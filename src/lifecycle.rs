@@ -64,10 +64,10 @@ impl Poller {
     pub fn new(settings: Settings, counters: Arc<Counters>) -> Poller {
         Poller {
             ctx: translate::Context {
-                server_name: settings.server_name.clone(),
-                job_user: settings.job_user.clone(),
-                partition: settings.partition.clone(),
-                legacy_names: settings.legacy_names,
+                server_name: settings.series.server_name.clone(),
+                job_user: settings.job.user.clone(),
+                partition: settings.job.partition.clone(),
+                legacy_names: settings.series.legacy_names,
                 const_labels: Vec::new(),
             },
             admitted: translate::Admitted::default(),
@@ -77,10 +77,10 @@ impl Poller {
             },
             counters,
             session: Session::new(&settings.arkouda),
-            summary: settings.summary_file.as_ref().map(|_| {
+            summary: settings.lifecycle.summary_file.as_ref().map(|_| {
                 Summary::new(
-                    settings.job_id.as_deref().unwrap_or_default(),
-                    settings.cluster.as_deref(),
+                    settings.job.id.as_deref().unwrap_or_default(),
+                    settings.job.cluster.as_deref(),
                     SystemTime::now(),
                 )
             }),
@@ -93,12 +93,14 @@ impl Poller {
 
     /// Writes the job summary, if `summary_file` is set. A failure is logged, never fatal.
     pub fn write_summary(&self) {
-        let (Some(summary), Some(template)) = (&self.summary, &self.settings.summary_file) else {
+        let (Some(summary), Some(template)) =
+            (&self.summary, &self.settings.lifecycle.summary_file)
+        else {
             return;
         };
         let path = crate::summary::path_for(
             template,
-            self.settings.job_id.as_deref().unwrap_or_default(),
+            self.settings.job.id.as_deref().unwrap_or_default(),
         );
         match summary.write(&path, SystemTime::now()) {
             Ok(()) => tracing::info!(path = %path.display(), "job summary written"),
@@ -158,7 +160,9 @@ impl Poller {
         let cycle = self.render(&result, started, None);
         let ok = result.is_ok();
         // Kept only for a linger's final cycle: at 4096 locales a poll is megabytes.
-        self.last = result.ok().filter(|_| !self.settings.linger.is_zero());
+        self.last = result
+            .ok()
+            .filter(|_| !self.settings.lifecycle.linger.is_zero());
         (ok, cycle)
     }
 
@@ -203,7 +207,7 @@ impl Poller {
             }
         }
         // The cardinality budget (off by default): admit this cycle's new values, fold the rest.
-        let budget = self.settings.budget;
+        let budget = self.settings.series.budget;
         let budgeted = records.map(|r| {
             translate::admit(&mut self.admitted, &budget, r);
             translate::apply_budget(r, &self.admitted, &budget)
@@ -214,8 +218,9 @@ impl Poller {
         let records = budgeted.as_ref().map(|(r, _)| r.as_ref());
         // The lease is taken from the clock just before the cycle is handed on, so that
         // it reads "push time + lease"; `sweep` trusts it when Slurm cannot be asked.
-        self.stats.lease_expiry_timestamp_seconds =
-            Some(lease_until.unwrap_or_else(|| unix_now() + self.settings.lease.as_secs_f64()));
+        self.stats.lease_expiry_timestamp_seconds = Some(
+            lease_until.unwrap_or_else(|| unix_now() + self.settings.lifecycle.lease.as_secs_f64()),
+        );
         let sinks = self.counters.snapshot();
         self.stats.push_errors_total = sinks.push_errors;
         self.stats.remote_write_errors_total = sinks.remote_write.map(|(e, _)| e);
@@ -259,9 +264,9 @@ pub async fn run(
     counters: Arc<Counters>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let interval = settings.interval;
-    let shutdown_timeout = settings.shutdown_timeout;
-    let watch_pid = settings.watch_pid;
+    let interval = settings.lifecycle.interval;
+    let shutdown_timeout = settings.lifecycle.shutdown_timeout;
+    let watch_pid = settings.lifecycle.watch_pid;
     let ship_timeout = interval.max(settings.push_timeout());
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
     tracing::info!(
@@ -313,7 +318,7 @@ pub async fn run(
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         }
     }
-    let linger = poller.settings.linger;
+    let linger = poller.settings.lifecycle.linger;
     let ended = if linger.is_zero() {
         let deadline = Instant::now() + shutdown_timeout;
         futures_util::future::join_all(running.into_iter().map(|r| r.end(deadline))).await

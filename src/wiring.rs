@@ -29,7 +29,7 @@ pub fn sinks(
     counters: &Arc<Counters>,
     purpose: Purpose,
 ) -> anyhow::Result<Vec<Box<dyn Sink>>> {
-    let key = groups::grouping_key(settings, job_id);
+    let key = groups::grouping_key(&settings.job, job_id);
     let mut out: Vec<Box<dyn Sink>> = Vec::new();
     let pgw = &settings.pushgateway;
     if pgw.pushes() {
@@ -54,7 +54,7 @@ pub fn sinks(
     if let (Some(addr), Purpose::Run | Purpose::Check) = (&settings.listen, purpose) {
         out.push(Box::new(ListenSink::new(
             addr.clone(),
-            settings.interval,
+            settings.lifecycle.interval,
             key.pairs().to_vec(),
             counters.clone(),
         )));

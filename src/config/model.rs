@@ -6,50 +6,31 @@ use crate::arkouda::Location;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Validated, ready-to-use settings.
+/// Validated, ready-to-use settings, grouped by the module that reads them: each group is
+/// handed to its module as it is. The Arkouda client's and the sinks' are those modules'
+/// own types (imported here, never the other way round); the others are defined here.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The Arkouda client ([`crate::arkouda::Session`]).
     pub arkouda: ArkoudaSettings,
+    /// The translation of each poll (names, `server_name`, the cardinality budget).
+    pub series: SeriesSettings,
+    /// The job: its grouping labels ([`crate::groups`]), what `arkouda_job_info` reports,
+    /// its dashboard link.
+    pub job: JobSettings,
     /// The Pushgateway sink, and `delete`, `sweep` and the Slurm backstops.
     pub pushgateway: PushgatewaySettings,
     /// The remote-write sink (`urls` empty: none).
     pub remote_write: RemoteWriteSettings,
-    pub budget: crate::translate::Budget,
-    pub job: String,
-    pub job_id: Option<String>,
-    pub cluster: Option<String>,
-    /// Slurm's restart count of the job (0: its first run).
-    pub restart_count: u32,
-    pub job_user: Option<String>,
-    pub partition: Option<String>,
-    pub labels: Vec<(String, String)>,
-    pub server_name: String,
-    pub interval: Duration,
-    pub shutdown_timeout: Duration,
-    pub legacy_names: bool,
-    pub log_level: String,
-    pub log_file: Option<PathBuf>,
-    /// run: how long the group is kept after the final push at the stop (0: not at all).
-    pub linger: Duration,
-    /// run: where the job summary goes at exit (`%j`: the job id).
-    pub summary_file: Option<PathBuf>,
-    /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
-    pub dashboard_url: Option<String>,
+    /// The listen sink's address (scrape mode).
     pub listen: Option<String>,
-    pub daemonize: bool,
-    pub pid_file: Option<PathBuf>,
-    pub watch_pid: Option<i32>,
-    pub lock_dir: Option<PathBuf>,
-    /// Every push carries push time + lease (`lease`, default 4 × interval).
-    pub lease: Duration,
-    /// sweep: how long after its lease expired a group may be deleted when leases decide.
-    pub grace: Duration,
-    /// sweep: never ask Slurm.
-    pub no_scheduler: bool,
-    /// sweep: the squeue binary and the bound on its run time.
-    pub squeue: PathBuf,
-    pub squeue_timeout: Duration,
+    /// How `run` cycles and stops ([`crate::lifecycle`]).
+    pub lifecycle: LifecycleSettings,
+    /// The process: detaching, pid file, lock, log (the binary).
+    pub process: ProcessSettings,
+    /// `sweep`.
+    pub sweep: SweepSettings,
+    /// The `[slurm]` table (the Slurm hooks).
     pub slurm: SlurmSettings,
     /// Problems that are not errors (a secret file others can read), to log at start.
     pub warnings: Vec<String>,
@@ -60,6 +41,68 @@ pub use crate::arkouda::ArkoudaSettings;
 pub use crate::sinks::pushgateway::sink::Layout;
 pub use crate::sinks::pushgateway::{PushgatewayMode, PushgatewaySettings};
 pub use crate::sinks::remote_write::RemoteWriteSettings;
+
+/// What each poll's series are called and how many distinct values a label may take.
+#[derive(Clone, Debug)]
+pub struct SeriesSettings {
+    pub server_name: String,
+    pub legacy_names: bool,
+    pub budget: crate::translate::Budget,
+}
+
+/// The job the agent serves: its grouping labels and what is reported about it.
+#[derive(Clone, Debug)]
+pub struct JobSettings {
+    /// The `job` grouping label.
+    pub name: String,
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+    /// Slurm's restart count of the job (0: its first run).
+    pub restart_count: u32,
+    pub user: Option<String>,
+    pub partition: Option<String>,
+    /// Static grouping labels, sorted.
+    pub labels: Vec<(String, String)>,
+    /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
+    pub dashboard_url: Option<String>,
+}
+
+/// How `run` cycles and stops.
+#[derive(Clone, Debug)]
+pub struct LifecycleSettings {
+    pub interval: Duration,
+    pub shutdown_timeout: Duration,
+    /// How long the group is kept after the final push at the stop (0: not at all).
+    pub linger: Duration,
+    /// Every push carries push time + lease (`lease`, default 4 × interval).
+    pub lease: Duration,
+    /// Where the job summary goes at exit (`%j`: the job id).
+    pub summary_file: Option<PathBuf>,
+    /// Stop when this process is gone.
+    pub watch_pid: Option<i32>,
+}
+
+/// The agent as a process: how it detaches, where it logs.
+#[derive(Clone, Debug)]
+pub struct ProcessSettings {
+    pub daemonize: bool,
+    pub pid_file: Option<PathBuf>,
+    pub lock_dir: Option<PathBuf>,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+}
+
+/// `sweep`.
+#[derive(Clone, Debug)]
+pub struct SweepSettings {
+    /// How long after its lease expired a group may be deleted when leases decide.
+    pub grace: Duration,
+    /// Never ask Slurm.
+    pub no_scheduler: bool,
+    /// The squeue binary and the bound on its run time.
+    pub squeue: PathBuf,
+    pub squeue_timeout: Duration,
+}
 
 /// Which jobs the Slurm prolog starts an agent for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,26 +281,43 @@ impl Settings {
         let lock_dir = r.path("lock_dir")?;
         let keys_file = r.path("keys_file")?;
         let lease = r.lease(interval)?;
-        let grace = r.duration(
-            "grace",
-            Duration::ZERO,
-            Duration::from_secs(365 * 24 * 3600),
-        )?;
-        let no_scheduler = r.bool("no_scheduler")?;
-        let squeue = r
-            .path("squeue")?
-            .ok_or_else(|| r.invalid("squeue", "must be set"))?;
-        let squeue_timeout = r.duration(
-            "squeue_timeout",
-            Duration::from_millis(100),
-            Duration::from_secs(600),
-        )?;
+        let sweep = SweepSettings {
+            grace: r.duration(
+                "grace",
+                Duration::ZERO,
+                Duration::from_secs(365 * 24 * 3600),
+            )?,
+            no_scheduler: r.bool("no_scheduler")?,
+            squeue: r
+                .path("squeue")?
+                .ok_or_else(|| r.invalid("squeue", "must be set"))?,
+            squeue_timeout: r.duration(
+                "squeue_timeout",
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
+        };
         let slurm = r.slurm()?;
         Ok(Settings {
             arkouda: ArkoudaSettings {
                 location,
                 release,
                 client: arkouda_client,
+            },
+            series: SeriesSettings {
+                server_name,
+                legacy_names,
+                budget,
+            },
+            job: JobSettings {
+                name: job,
+                id: job_id,
+                cluster,
+                restart_count,
+                user: job_user,
+                partition,
+                labels,
+                dashboard_url,
             },
             pushgateway: PushgatewaySettings {
                 urls: pushgateway_urls,
@@ -273,33 +333,23 @@ impl Settings {
                 no_push,
             },
             remote_write: remote_write.with_timeout(push_timeout),
-            budget,
-            job,
-            job_id,
-            cluster,
-            restart_count,
-            job_user,
-            partition,
-            labels,
-            server_name,
-            interval,
-            shutdown_timeout,
-            legacy_names,
-            log_level,
-            log_file,
-            summary_file,
-            linger,
-            dashboard_url,
             listen,
-            daemonize,
-            pid_file,
-            watch_pid,
-            lock_dir,
-            lease,
-            grace,
-            no_scheduler,
-            squeue,
-            squeue_timeout,
+            lifecycle: LifecycleSettings {
+                interval,
+                shutdown_timeout,
+                linger,
+                lease,
+                summary_file,
+                watch_pid,
+            },
+            process: ProcessSettings {
+                daemonize,
+                pid_file,
+                lock_dir,
+                log_level,
+                log_file,
+            },
+            sweep,
             slurm,
             warnings: r.warnings.take(),
         })
@@ -319,10 +369,10 @@ impl Settings {
         for p in [
             &mut self.pushgateway.client.ca_file,
             &mut self.remote_write.client.ca_file,
-            &mut self.log_file,
-            &mut self.summary_file,
-            &mut self.pid_file,
-            &mut self.lock_dir,
+            &mut self.process.log_file,
+            &mut self.lifecycle.summary_file,
+            &mut self.process.pid_file,
+            &mut self.process.lock_dir,
             &mut self.pushgateway.keys_file,
         ]
         .into_iter()
@@ -363,6 +413,17 @@ impl Settings {
     pub fn push_timeout(&self) -> Duration {
         self.pushgateway.client.timeout
     }
+}
+
+impl JobSettings {
+    /// The job id, which `run`, `once` and `delete` need.
+    pub fn require_id(&self) -> Result<&str, ConfigError> {
+        self.id.as_deref().ok_or_else(|| ConfigError::Missing {
+            key: "job_id".to_string(),
+            hint: "give --job-id, set job_id in the config file, or run inside a Slurm job (SLURM_JOB_ID)"
+                .to_string(),
+        })
+    }
 
     /// The job's dashboard link: `dashboard_url` with `{job_id}` and `{cluster}` filled in
     /// (URL-encoded; an unknown cluster is empty). None without `dashboard_url`.
@@ -375,15 +436,6 @@ impl Settings {
                 "{cluster}",
                 &enc(self.cluster.as_deref().unwrap_or_default()),
             )
-        })
-    }
-
-    /// The job id, which `run`, `once` and `delete` need.
-    pub fn require_job_id(&self) -> Result<&str, ConfigError> {
-        self.job_id.as_deref().ok_or_else(|| ConfigError::Missing {
-            key: "job_id".to_string(),
-            hint: "give --job-id, set job_id in the config file, or run inside a Slurm job (SLURM_JOB_ID)"
-                .to_string(),
         })
     }
 }

@@ -352,7 +352,7 @@ pub fn task_prolog_line(
     if procid.is_some_and(|p| p.trim() != "0") || !started_here {
         return None;
     }
-    let url = settings.dashboard_link(&job.id)?;
+    let url = settings.job.dashboard_link(&job.id)?;
     Some(format!("print arkouda-srun: dashboard: {url}"))
 }
 
@@ -410,7 +410,10 @@ pub struct Context<'a> {
 /// The `shutdown_timeout` of an agent the Prolog starts: the configured one, at most
 /// [`HOOK_AGENT_SHUTDOWN_MAX`], so that its delete fits the Epilog's wait.
 pub fn agent_shutdown_timeout(settings: &Settings) -> Duration {
-    settings.shutdown_timeout.min(HOOK_AGENT_SHUTDOWN_MAX)
+    settings
+        .lifecycle
+        .shutdown_timeout
+        .min(HOOK_AGENT_SHUTDOWN_MAX)
 }
 
 /// The `ARKOUDA_PUSH_AGENT_*` settings of the hook's own environment, passed on to the
@@ -641,7 +644,8 @@ pub fn epilog_plan(
         // leases it until the linger ends, and the sweep deletes it after that. The
         // Epilog stops the agent within its budget all the same (the linger happens
         // outside it) and deletes nothing.
-        backstop: (selected.is_yes() && settings.linger.is_zero()).then_some(EPILOG_BACKSTOP),
+        backstop: (selected.is_yes() && settings.lifecycle.linger.is_zero())
+            .then_some(EPILOG_BACKSTOP),
         why,
     })))
 }
@@ -666,9 +670,9 @@ pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
         Selection::No(why) => CtldPlan::Nothing(format!("not selected: {why}")),
         // Never before the end time + linger: the sweep deletes a lingering group once its
         // lease (end + linger) has expired, a crashed node's included.
-        Selection::Yes(_) if !settings.linger.is_zero() => CtldPlan::Nothing(format!(
+        Selection::Yes(_) if !settings.lifecycle.linger.is_zero() => CtldPlan::Nothing(format!(
             "linger is {}: the group is kept after the job and left to the sweep",
-            humantime::format_duration(settings.linger)
+            humantime::format_duration(settings.lifecycle.linger)
         )),
         Selection::Yes(why) => CtldPlan::Delete {
             job_id: job.id.clone(),
@@ -1044,7 +1048,7 @@ mod tests {
         );
         // The value given reads back as the same duration.
         let back = settings(&[("shutdown_timeout", "1500ms")]);
-        assert_eq!(back.shutdown_timeout, Duration::from_millis(1500));
+        assert_eq!(back.lifecycle.shutdown_timeout, Duration::from_millis(1500));
 
         // A value that would break the environment file is refused.
         let bad = env(&[("ARKOUDA_PUSH_AGENT_JOB", "a\nb")]);
@@ -1094,7 +1098,7 @@ mod tests {
         assert!(HOOK_AGENT_SHUTDOWN_MAX + STOP_MARGIN <= EPILOG_STOP_WAIT_MAX);
         let s = settings(&[]);
         assert!(
-            s.shutdown_timeout > HOOK_AGENT_SHUTDOWN_MAX,
+            s.lifecycle.shutdown_timeout > HOOK_AGENT_SHUTDOWN_MAX,
             "the default is capped"
         );
         assert_eq!(agent_shutdown_timeout(&s), HOOK_AGENT_SHUTDOWN_MAX);
