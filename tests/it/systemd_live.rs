@@ -440,6 +440,9 @@ fn live_systemd_package_lifecycle() {
         "--unit=test-pushgateway",
         "/usr/bin/prometheus-pushgateway",
         "--web.listen-address=127.0.0.1:9091",
+        // Debian's build persists to /var/lib/prometheus/pushgateway.data by default: the
+        // overlay shows the machine's file, and its groups would be loaded here.
+        "--persistence.file=",
     ]);
     let port = METRICS_PORT.to_string();
     sys.ok(&[
@@ -646,7 +649,10 @@ fn live_systemd_package_lifecycle() {
         assert_eq!(sys.job_groups(job).len(), 1, "job {job}'s group was kept");
     }
     let journal = sys.ok(&["journalctl", "--no-pager", "-u", sweep]);
-    assert!(journal.contains("1 deleted"), "{journal}");
+    assert!(
+        journal.contains("sweep: 1 deleted, 2 kept"),
+        "the sweep judged exactly the three groups:\n{journal}"
+    );
 
     // Purge with job 102's agent running: the agent is stopped and deletes its group; no
     // user, config, enabled unit or process is left.
