@@ -29,6 +29,7 @@ declare -A provides=(
   [/usr/bin/dpkg-deb]=dpkg
   [/usr/bin/curl]=curl
   [/usr/bin/nsenter]=util-linux
+  [/usr/sbin/ip]=iproute2
 )
 need=()
 for bin in "${!provides[@]}"; do

@@ -1,13 +1,17 @@
-//! A job's groups on the Pushgateways: the grouping key, which Pushgateways the job uses
-//! (shard or all), and deleting every group of a job. Shared by the agent's lifecycle, the
-//! Slurm backstops and `sweep`, so they can never disagree on what "the job's groups" are.
+//! A job's groups on the Pushgateways: the grouping key and deleting every group of a job
+//! (which Pushgateways a job uses, shard or all, is [`PushgatewaySettings::of_job`]).
+//! Shared by the agent's lifecycle, the Slurm backstops and `sweep`, so they can never
+//! disagree on what "the job's groups" are.
 //!
-//! It knows the settings and the Pushgateway sink; it never polls Arkouda.
+//! It knows the job's and the Pushgateways' settings and the Pushgateway sink; it never
+//! polls Arkouda.
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{PushgatewayMode, Settings};
-use crate::sinks::pushgateway::{self, GroupingKey, PushError, Pushgateway};
+use crate::config::{JobSettings, PushgatewaySettings};
+use crate::sinks::pushgateway::{GroupingKey, PushError, Pushgateway};
 
 /// The grouping label that tells the runs of a requeued job apart (Slurm's restart count;
 /// absent on a job's first run).
@@ -20,19 +24,16 @@ pub const RESTART_LABEL: &str = "slurm_restart_count";
 /// A requeued job keeps its id, and newer Slurm restarts it at once, possibly before the
 /// first run's Epilog has run: the restart count makes each run's group its own, so that
 /// one run's cleanup (its agent, Epilog, EpilogSlurmctld) never deletes the next run's.
-pub fn grouping_key(settings: &Settings, job_id: &str) -> GroupingKey {
+pub fn grouping_key(job: &JobSettings, job_id: &str) -> GroupingKey {
     let mut labels = vec![("slurm_job_id".to_string(), job_id.to_string())];
-    if let Some(c) = &settings.cluster {
+    if let Some(c) = &job.cluster {
         labels.push(("cluster".to_string(), c.clone()));
     }
-    if settings.restart_count > 0 {
-        labels.push((
-            RESTART_LABEL.to_string(),
-            settings.restart_count.to_string(),
-        ));
+    if job.restart_count > 0 {
+        labels.push((RESTART_LABEL.to_string(), job.restart_count.to_string()));
     }
-    labels.extend(settings.labels.iter().cloned());
-    GroupingKey::new(&settings.job, labels)
+    labels.extend(job.labels.iter().cloned());
+    GroupingKey::new(&job.name, labels)
 }
 
 pub use crate::sinks::pushgateway::keys_file::{read_keys, record_keys, KEYS_FILE_LIMIT};
@@ -55,12 +56,12 @@ pub fn is_run_group(own: &GroupingKey, recorded: &GroupingKey) -> bool {
 /// grouping key, never listing, until `deadline`. Returns how many deletes were sent
 /// and the failures.
 pub async fn delete_keys(
-    settings: &Settings,
+    pushgateway: &PushgatewaySettings,
     keys: &[GroupingKey],
     deadline: Instant,
 ) -> Result<usize, Vec<String>> {
     use futures_util::StreamExt;
-    let pgws = pushgateways(settings).map_err(|e| vec![e.to_string()])?;
+    let pgws = pushgateway.every().map_err(|e| vec![e.to_string()])?;
     let jobs: Vec<(&Pushgateway, &GroupingKey)> = pgws
         .iter()
         .flat_map(|p| keys.iter().map(move |k| (p, k)))
@@ -83,50 +84,21 @@ pub async fn delete_keys(
     }
 }
 
-/// Every listed Pushgateway (`delete`, `check` and the Slurm backstops act on all).
-pub fn pushgateways(settings: &Settings) -> Result<Vec<Pushgateway>, PushError> {
-    settings
-        .pushgateway
-        .iter()
-        .map(|url| pushgateway(settings, url))
-        .collect()
-}
-
-/// The Pushgateways a job pushes to: in shard mode the one its job id hashes to, in `all`
-/// mode every one.
-pub fn job_pushgateways(settings: &Settings, job_id: &str) -> Result<Vec<Pushgateway>, PushError> {
-    let mut all = pushgateways(settings)?;
-    if settings.pushgateway_mode == PushgatewayMode::Shard && all.len() > 1 {
-        let i = pushgateway::shard(job_id, all.len());
-        return Ok(vec![all.swap_remove(i)]);
-    }
-    Ok(all)
-}
-
-pub fn pushgateway(settings: &Settings, url: &str) -> Result<Pushgateway, PushError> {
-    Pushgateway::new(pushgateway::Options {
-        url: url.to_string(),
-        timeout: settings.push_timeout,
-        username: settings.pushgateway_username.clone(),
-        password: settings.pushgateway_password.clone(),
-        bearer_token: settings.pushgateway_bearer_token.clone(),
-        ca_file: settings.pushgateway_ca_file.clone(),
-        insecure_skip_verify: settings.pushgateway_insecure_skip_verify,
-        user_agent: crate::sinks::http::user_agent(),
-    })
-}
-
 /// `delete --job-id`: deletes every group of this job (any other grouping labels) that the
-/// Pushgateway holds. Returns how many it deleted.
-pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
-    let job_id = settings.require_job_id()?;
-    let deadline = Instant::now() + settings.shutdown_timeout;
+/// Pushgateways hold, within `timeout` (`shutdown_timeout`). Returns how many it deleted.
+pub async fn delete_job(
+    pushgateway: &PushgatewaySettings,
+    job: &JobSettings,
+    timeout: Duration,
+) -> anyhow::Result<usize> {
+    let job_id = job.require_id()?;
+    let deadline = Instant::now() + timeout;
     let mut deleted = 0;
     let mut failed: Vec<String> = Vec::new();
     // Every listed Pushgateway, whatever the mode (the job's shard may have moved with a
     // changed list); one that is down does not stop the others.
-    for pgw in pushgateways(settings)? {
-        match delete_job_on(settings, job_id, &pgw, deadline).await {
+    for pgw in pushgateway.every()? {
+        match delete_job_on(job, job_id, &pgw, deadline).await {
             Ok(0) => crate::outln!("no group of job {job_id} in {}", pgw.url()),
             Ok(n) => deleted += n,
             Err(e) => {
@@ -142,7 +114,7 @@ pub async fn delete_job(settings: &Settings) -> anyhow::Result<usize> {
 }
 
 async fn delete_job_on(
-    settings: &Settings,
+    job: &JobSettings,
     job_id: &str,
     pgw: &Pushgateway,
     deadline: Instant,
@@ -157,17 +129,17 @@ async fn delete_job_on(
                 .map(|(_, v)| v.as_str())
         };
         // Another cluster's job of the same id on a shared Pushgateway is not ours.
-        let other_cluster = settings
+        let other_cluster = job
             .cluster
             .as_deref()
             .is_some_and(|c| label("cluster") != Some(c));
-        if label("job") != Some(settings.job.as_str())
+        if label("job") != Some(job.name.as_str())
             || label("slurm_job_id") != Some(job_id)
             || other_cluster
         {
             continue;
         }
-        let key = GroupingKey::new(&settings.job, g.labels.clone());
+        let key = GroupingKey::new(&job.name, g.labels.clone());
         pgw.delete(&key, deadline).await?;
         crate::outln!("deleted {}{}", pgw.url(), key.path());
         deleted += 1;

@@ -20,35 +20,12 @@ use futures_util::future::Either;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::arkouda::{ClientOptions, Location, Poll, PollError, Release, Session};
-use crate::config::{Resolved, ServerLocation, Settings};
+use crate::arkouda::{Poll, PollError, Session};
+use crate::config::{Resolved, Settings};
 use crate::sinks::{self, Counters, Cycle, Running, Sink};
 use crate::summary::Summary;
 use crate::translate::{self, AgentStats};
 use crate::VERSION;
-
-fn session(settings: &Settings) -> Session {
-    let location = match &settings.server {
-        ServerLocation::Endpoint(e) => Location::Endpoint(e.clone()),
-        ServerLocation::ConnectionInfo {
-            path,
-            port,
-            fallback_host,
-        } => Location::ConnectionInfo {
-            path: path.clone(),
-            port: *port,
-            fallback_host: fallback_host.clone(),
-        },
-    };
-    let opts = ClientOptions {
-        timeout: settings.arkouda_timeout,
-        user: settings.arkouda_user.clone(),
-        token: settings.arkouda_token.clone(),
-        max_reply_bytes: settings.max_reply_bytes,
-    };
-    let release = settings.arkouda_release.as_deref().and_then(Release::parse);
-    Session::new(location, opts, release)
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -88,10 +65,10 @@ impl Poller {
     pub fn new(settings: Settings, counters: Arc<Counters>) -> Poller {
         Poller {
             ctx: translate::Context {
-                server_name: settings.server_name.clone(),
-                job_user: settings.job_user.clone(),
-                partition: settings.partition.clone(),
-                legacy_names: settings.legacy_names,
+                server_name: settings.series.server_name.clone(),
+                job_user: settings.job.user.clone(),
+                partition: settings.job.partition.clone(),
+                legacy_names: settings.series.legacy_names,
             },
             admitted: translate::Admitted::default(),
             stats: AgentStats {
@@ -99,11 +76,11 @@ impl Poller {
                 ..AgentStats::default()
             },
             counters,
-            session: session(&settings),
-            summary: settings.summary_file.as_ref().map(|_| {
+            session: Session::new(&settings.arkouda),
+            summary: settings.lifecycle.summary_file.as_ref().map(|_| {
                 Summary::new(
-                    settings.job_id.as_deref().unwrap_or_default(),
-                    settings.cluster.as_deref(),
+                    settings.job.id.as_deref().unwrap_or_default(),
+                    settings.job.cluster.as_deref(),
                     SystemTime::now(),
                 )
             }),
@@ -118,11 +95,14 @@ impl Poller {
     /// its own (a slow shared file system delays neither the final delete nor the linger).
     /// A failure is logged, never fatal. The summary is taken: it is written once.
     pub fn write_summary(&mut self) -> tokio::task::JoinHandle<()> {
-        let job = self.summary.take().zip(self.settings.summary_file.as_ref());
+        let job = self
+            .summary
+            .take()
+            .zip(self.settings.lifecycle.summary_file.as_ref());
         let path = job.as_ref().map(|(_, template)| {
             crate::summary::path_for(
                 template,
-                self.settings.job_id.as_deref().unwrap_or_default(),
+                self.settings.job.id.as_deref().unwrap_or_default(),
             )
         });
         let summary = job.map(|(s, _)| s);
@@ -190,7 +170,9 @@ impl Poller {
         let cycle = self.render(&result, started, None);
         let ok = result.is_ok();
         // Kept only for a linger's final cycle: at 4096 locales a poll is megabytes.
-        self.last = result.ok().filter(|_| !self.settings.linger.is_zero());
+        self.last = result
+            .ok()
+            .filter(|_| !self.settings.lifecycle.linger.is_zero());
         (ok, cycle)
     }
 
@@ -235,7 +217,7 @@ impl Poller {
             }
         }
         // The cardinality budget (off by default): admit this cycle's new values, fold the rest.
-        let budget = self.settings.budget;
+        let budget = self.settings.series.budget;
         let budgeted = records.map(|r| {
             translate::admit(&mut self.admitted, &budget, r);
             translate::apply_budget(r, &self.admitted, &budget)
@@ -246,8 +228,9 @@ impl Poller {
         let records = budgeted.as_ref().map(|(r, _)| r.as_ref());
         // The lease is taken from the clock just before the cycle is handed on, so that
         // it reads "push time + lease"; `sweep` trusts it when Slurm cannot be asked.
-        self.stats.lease_expiry_timestamp_seconds =
-            Some(lease_until.unwrap_or_else(|| unix_now() + self.settings.lease.as_secs_f64()));
+        self.stats.lease_expiry_timestamp_seconds = Some(
+            lease_until.unwrap_or_else(|| unix_now() + self.settings.lifecycle.lease.as_secs_f64()),
+        );
         let sinks = self.counters.snapshot();
         self.stats.push_errors_total = sinks.push_errors;
         self.stats.remote_write_errors_total = sinks.remote_write.map(|(e, _)| e);
@@ -291,10 +274,10 @@ pub async fn run(
     counters: Arc<Counters>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let interval = settings.interval;
-    let shutdown_timeout = settings.shutdown_timeout;
-    let watch_pid = settings.watch_pid;
-    let ship_timeout = interval.max(settings.push_timeout);
+    let interval = settings.lifecycle.interval;
+    let shutdown_timeout = settings.lifecycle.shutdown_timeout;
+    let watch_pid = settings.lifecycle.watch_pid;
+    let ship_timeout = interval.max(settings.push_timeout());
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
     tracing::info!(
         version = VERSION,
@@ -349,7 +332,7 @@ pub async fn run(
     // Pushgateway) keeps the group `linger` long so that Prometheus scrapes the final
     // values, the others end at once (remote write: the final sample, then the staleness
     // markers). Without a linger every sink ends at once.
-    let linger = poller.settings.linger;
+    let linger = poller.settings.lifecycle.linger;
     let last = if linger.is_zero() {
         None
     } else {
@@ -388,7 +371,7 @@ pub async fn once(
     counters: Arc<Counters>,
     dry_run: bool,
 ) -> anyhow::Result<bool> {
-    let timeout = settings.push_timeout;
+    let timeout = settings.push_timeout();
     let mut poller = Poller::new(settings, counters);
     let (polled, cycle) = poller.cycle().await;
     if dry_run {
@@ -423,8 +406,8 @@ pub async fn check(
             crate::outln!("grouping key: none yet (no job id: give --job-id or set SLURM_JOB_ID)")
         }
     }
-    let deadline = Instant::now() + settings.push_timeout;
-    let mut s = session(&settings);
+    let deadline = Instant::now() + settings.push_timeout();
+    let mut s = Session::new(&settings.arkouda);
     let polled = s.poll().await;
     let endpoint = s.endpoint();
     let mut ok = match polled {

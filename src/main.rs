@@ -37,7 +37,7 @@ fn load(cli: &Cli, env: &BTreeMap<String, String>) -> Result<(Settings, Resolved
             | Command::Delete(_)
             | Command::DashboardUrl(_)
     ) {
-        settings.require_job_id()?;
+        settings.job.require_id()?;
     }
     if matches!(
         cli.command,
@@ -96,34 +96,39 @@ struct RunGuards {
 /// write the pid file, open the log. A failure here is told to a --daemonize caller at
 /// once; success only once the sinks are up.
 fn prepare_run(settings: &Settings) -> Result<RunGuards, String> {
-    let mut readiness = if settings.daemonize {
+    let mut readiness = if settings.process.daemonize {
         Some(process::daemonize().map_err(|e| e.to_string())?)
     } else {
         None
     };
     let result = (|| -> Result<RunGuards, String> {
-        let job_id = settings.require_job_id().map_err(|e| e.to_string())?;
+        let job_id = settings.job.require_id().map_err(|e| e.to_string())?;
         // One writer per Pushgateway group; an agent that pushes to none (scrape mode,
         // remote write only) may run beside the one that does.
-        let lock = if wiring::pushes_to_pushgateway(settings) {
-            let group = groups::grouping_key(settings, job_id).path();
-            let dir = process::lock_dir(settings.lock_dir.as_deref()).map_err(|e| e.to_string())?;
+        let lock = if settings.pushgateway.pushes() {
+            let group = groups::grouping_key(&settings.job, job_id).path();
+            let dir = process::lock_dir(settings.process.lock_dir.as_deref())
+                .map_err(|e| e.to_string())?;
             let lock = process::GroupLock::acquire(&dir, &group).map_err(|e| e.to_string())?;
             // The Epilog deletes the groups recorded here: the job's own from the start
             // (the Pushgateway sink records per-locale groups as it pushes them). Best
             // effort: the Epilog also computes the job's own key.
-            if let Some(path) = &settings.keys_file {
-                let _ = groups::record_keys(path, &[groups::grouping_key(settings, job_id)]);
+            if let Some(path) = &settings.pushgateway.keys_file {
+                let _ = groups::record_keys(path, &[groups::grouping_key(&settings.job, job_id)]);
             }
             Some(lock)
         } else {
             None
         };
-        let pid_file = match &settings.pid_file {
+        let pid_file = match &settings.process.pid_file {
             Some(p) => Some(process::PidFile::write(p).map_err(|e| e.to_string())?),
             None => None,
         };
-        init_logging(&settings.log_level, settings.log_file.as_deref(), true)?;
+        init_logging(
+            &settings.process.log_level,
+            settings.process.log_file.as_deref(),
+            true,
+        )?;
         Ok(RunGuards {
             _lock: lock,
             _pid_file: pid_file,
@@ -184,7 +189,8 @@ fn main() -> ExitCode {
         }
     } else {
         let stamped = !matches!(cli.command, Command::Slurm(_));
-        if let Err(e) = init_logging(&settings.log_level, settings.log_file.as_deref(), stamped) {
+        let process = &settings.process;
+        if let Err(e) = init_logging(&process.log_level, process.log_file.as_deref(), stamped) {
             return fail(&anyhow::anyhow!(e));
         }
         None
@@ -214,12 +220,12 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         let counters = Arc::new(Counters::default());
-        let job_id = settings.job_id.clone().unwrap_or_default();
+        let job_id = settings.job.id.clone().unwrap_or_default();
         let sinks = |purpose| wiring::sinks(&settings, &job_id, &counters, purpose);
         match (cli.command, shutdown) {
             (Command::Run(_), Some(rx)) => {
                 // A daemon's stderr is /dev/null: its last word must reach its log file too.
-                let logs_to_file = settings.log_file.is_some();
+                let logs_to_file = settings.process.log_file.is_some();
                 let mut readiness = guards.as_mut().and_then(|g| g.readiness.take());
                 let built = sinks(Purpose::Run);
                 // Everything that can fail at start is up (or not): tell a --daemonize caller.
@@ -265,17 +271,31 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             (Command::DashboardUrl(_), _) => {
-                if let Some(url) = settings.dashboard_link(&job_id) {
+                if let Some(url) = settings.job.dashboard_link(&job_id) {
                     arkouda_push_agent::outln!("{url}");
                 }
                 ExitCode::SUCCESS
             }
-            (Command::Delete(_), _) => match groups::delete_job(&settings).await {
+            (Command::Delete(_), _) => match groups::delete_job(
+                &settings.pushgateway,
+                &settings.job,
+                settings.lifecycle.shutdown_timeout,
+            )
+            .await
+            {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             },
             (Command::Sweep { dry_run, .. }, _) => {
-                match arkouda_push_agent::sweep::sweep(&settings, dry_run).await {
+                let result = arkouda_push_agent::sweep::sweep(
+                    &settings.sweep,
+                    &settings.pushgateway,
+                    &settings.job,
+                    settings.lifecycle.shutdown_timeout,
+                    dry_run,
+                )
+                .await;
+                match result {
                     Ok(true) => ExitCode::SUCCESS,
                     Ok(false) => ExitCode::FAILURE,
                     Err(e) => fail(&e),
@@ -283,9 +303,10 @@ fn main() -> ExitCode {
             }
             (Command::Check(_), _) => {
                 let key = settings
-                    .job_id
+                    .job
+                    .id
                     .as_deref()
-                    .map(|id| groups::grouping_key(&settings, id).path());
+                    .map(|id| groups::grouping_key(&settings.job, id).path());
                 let ok = match sinks(Purpose::Check) {
                     Ok(sinks) => lifecycle::check(settings.clone(), &resolved, key, sinks).await,
                     Err(e) => {

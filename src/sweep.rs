@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::config::Settings;
+use crate::config::{JobSettings, PushgatewaySettings, SweepSettings};
 use crate::sinks::pushgateway::GroupingKey;
 use crate::translate::{AGENT_END, AGENT_LEASE};
 
@@ -486,15 +486,23 @@ fn unix_now() -> f64 {
 
 /// `sweep`: prints one line per group of this agent (deleted or kept, with the reason)
 /// and a summary. Ok(false) when a Pushgateway could not be listed or a delete failed.
-pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
-    let pgws = crate::groups::pushgateways(settings)?;
+/// The groups are those of `job`'s name and cluster on every Pushgateway of `pushgateway`,
+/// each listed within `list_timeout` (`shutdown_timeout`).
+pub async fn sweep(
+    settings: &SweepSettings,
+    pushgateway: &PushgatewaySettings,
+    job: &JobSettings,
+    list_timeout: Duration,
+    dry_run: bool,
+) -> anyhow::Result<bool> {
+    let pgws = pushgateway.every()?;
     let mut ok = true;
     let mut found = Vec::new();
     let mut others = 0usize;
     // The groups first, Slurm second: a job that starts in between is in Slurm's answer
     // (pending jobs are listed), so its new group is never taken for an ended job's.
     for (i, pgw) in pgws.iter().enumerate() {
-        let deadline = Instant::now() + settings.shutdown_timeout;
+        let deadline = Instant::now() + list_timeout;
         match pgw
             .groups_with_values(&[AGENT_LEASE.name, AGENT_END.name], deadline)
             .await
@@ -503,7 +511,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
                 for (g, values) in groups {
                     let lease = values.first().copied().flatten();
                     let ended = values.get(1).copied().flatten();
-                    match ours(&g.labels, &settings.job, settings.cluster.as_deref()) {
+                    match ours(&g.labels, &job.name, job.cluster.as_deref()) {
                         Some(id) => found.push(Found {
                             pushgateway: i,
                             job_id: id.to_string(),
@@ -526,7 +534,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
     let grace = humantime::format_duration(settings.grace);
 
     // This sweep's cluster: the configured one, else Slurm's ClusterName (learned below).
-    let mut cluster = settings.cluster.clone();
+    let mut cluster = job.cluster.clone();
     let scheduler = if settings.no_scheduler {
         crate::outln!("scheduler check skipped (no_scheduler): leases decide, grace {grace}");
         Scheduler::Skipped
@@ -605,7 +613,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
             (false, d) => d,
         };
         let verdict = decide(&f.job_id, lease, &scheduler, doubt.as_deref());
-        let key = GroupingKey::new(&settings.job, agent_order(f.labels.clone()));
+        let key = GroupingKey::new(&job.name, agent_order(f.labels.clone()));
         let place = format!("{}{}", pgw.url(), key.path());
         let why = verdict.describe(&f.job_id);
         if !verdict.delete {
@@ -616,7 +624,7 @@ pub async fn sweep(settings: &Settings, dry_run: bool) -> anyhow::Result<bool> {
             deleted += 1;
         } else {
             match pgw
-                .delete(&key, Instant::now() + settings.push_timeout)
+                .delete(&key, Instant::now() + pushgateway.client.timeout)
                 .await
             {
                 Ok(()) => {

@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use crate::config::Settings;
 use crate::groups;
-use crate::sinks::http::ClientOptions;
 use crate::sinks::listen::ListenSink;
 use crate::sinks::pushgateway::sink::PushgatewaySink;
-use crate::sinks::remote_write::{self, RemoteWriteSink};
+use crate::sinks::remote_write::RemoteWriteSink;
 use crate::sinks::{Counters, Sink};
 
 /// What the sinks are built for.
@@ -30,25 +29,24 @@ pub fn sinks(
     counters: &Arc<Counters>,
     purpose: Purpose,
 ) -> anyhow::Result<Vec<Box<dyn Sink>>> {
-    let key = groups::grouping_key(settings, job_id);
+    let key = groups::grouping_key(&settings.job, job_id);
     let mut out: Vec<Box<dyn Sink>> = Vec::new();
-    if pushes_to_pushgateway(settings) {
+    let pgw = &settings.pushgateway;
+    if pgw.pushes() {
         let targets = match purpose {
-            Purpose::Check => groups::pushgateways(settings)?,
-            Purpose::Run | Purpose::Once => groups::job_pushgateways(settings, job_id)?,
+            Purpose::Check => pgw.every()?,
+            Purpose::Run | Purpose::Once => pgw.of_job(job_id)?,
         };
         out.push(Box::new(PushgatewaySink::new(
+            pgw,
             targets,
             key.clone(),
-            settings.layout,
-            settings.gzip_threshold,
-            settings.keys_file.clone(),
             counters.clone(),
         )));
     }
     if !settings.remote_write.urls.is_empty() {
         out.push(Box::new(RemoteWriteSink::new(
-            remote_write_options(settings),
+            &settings.remote_write,
             key.pairs(),
             counters.clone(),
         )?));
@@ -56,36 +54,10 @@ pub fn sinks(
     if let (Some(addr), Purpose::Run | Purpose::Check) = (&settings.listen, purpose) {
         out.push(Box::new(ListenSink::new(
             addr.clone(),
-            settings.interval,
+            settings.lifecycle.interval,
             key.pairs().to_vec(),
             counters.clone(),
         )));
     }
     Ok(out)
-}
-
-/// Whether the agent pushes to a Pushgateway at all (and so takes the group's lock).
-pub fn pushes_to_pushgateway(settings: &Settings) -> bool {
-    !settings.no_push && !settings.pushgateway.is_empty()
-}
-
-/// One set of options per `remote_write` URL.
-fn remote_write_options(settings: &Settings) -> Vec<remote_write::Options> {
-    let rw = &settings.remote_write;
-    rw.urls
-        .iter()
-        .map(|url| remote_write::Options {
-            url: url.clone(),
-            client: ClientOptions {
-                timeout: settings.push_timeout,
-                user_agent: crate::sinks::http::user_agent(),
-                username: rw.username.clone(),
-                password: rw.password.clone(),
-                bearer_token: rw.bearer_token.clone(),
-                ca_file: rw.ca_file.clone(),
-                insecure_skip_verify: rw.insecure_skip_verify,
-            },
-            queue_size: rw.queue_size,
-        })
-        .collect()
 }

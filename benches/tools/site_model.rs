@@ -17,7 +17,7 @@ use arkouda_push_agent::arkouda::protocol;
 use arkouda_push_agent::model;
 use arkouda_push_agent::sinks::http::ClientOptions;
 use arkouda_push_agent::sinks::pushgateway::{self, GroupingKey, Payload, Pushgateway};
-use arkouda_push_agent::sinks::remote_write::{self, RemoteWriteSink};
+use arkouda_push_agent::sinks::remote_write::{RemoteWriteSettings, RemoteWriteSink};
 use arkouda_push_agent::sinks::{Counters, Cycle, Sink};
 use arkouda_push_agent::translate::{self, AgentStats, Context, Snapshot};
 use tokio::sync::Mutex;
@@ -84,17 +84,7 @@ async fn main() {
         let key = GroupingKey::new("arkouda", vec![("slurm_job_id".into(), job_id.clone())]);
         if mode == "pushgateway" {
             let url = urls[pushgateway::shard(&job_id, urls.len())].clone();
-            let pgw = Pushgateway::new(pushgateway::Options {
-                url,
-                timeout: Duration::from_secs(30),
-                username: None,
-                password: None,
-                bearer_token: None,
-                ca_file: None,
-                insecure_skip_verify: false,
-                user_agent: "site-model".into(),
-            })
-            .expect("pushgateway");
+            let pgw = Pushgateway::new(&url, &client()).expect("pushgateway");
             tasks.push(tokio::spawn(async move {
                 for i in 0..intervals {
                     let at = start + phase + interval * i;
@@ -116,11 +106,11 @@ async fn main() {
             }));
         } else {
             let mut rw = RemoteWriteSink::new(
-                vec![remote_write::Options {
-                    url: target.clone(),
+                &RemoteWriteSettings {
+                    urls: vec![target.clone()],
                     client: client(),
                     queue_size: 8,
-                }],
+                },
                 key.pairs(),
                 Arc::new(Counters::default()),
             )

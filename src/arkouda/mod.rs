@@ -22,14 +22,26 @@ use protocol::ArgStyle;
 /// Where the server is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
+    /// A fixed `tcp://host:port`.
     Endpoint(String),
-    /// The host comes from the connection-info file, the port is the metrics port;
-    /// `fallback_host` is used while the file does not exist.
+    /// The host comes from arkouda_server's connection-info file, the port is the metrics
+    /// port; `fallback_host` is used while the file does not exist (the Slurm prolog gives
+    /// the first node).
     ConnectionInfo {
         path: PathBuf,
         port: u16,
         fallback_host: Option<String>,
     },
+}
+
+/// What a [`Session`] is configured with (the `arkouda*` keys, `metrics_port`,
+/// `connection_info`, `max_reply_bytes`).
+#[derive(Clone, Debug)]
+pub struct ArkoudaSettings {
+    pub location: Location,
+    /// The release to speak; None: learned from `getconfig` after each (re)connect.
+    pub release: Option<Release>,
+    pub client: ClientOptions,
 }
 
 /// Why a poll failed.
@@ -83,14 +95,15 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(location: Location, opts: ClientOptions, fixed_release: Option<Release>) -> Session {
-        let endpoint = match &location {
+    pub fn new(settings: &ArkoudaSettings) -> Session {
+        let endpoint = match &settings.location {
             Location::Endpoint(e) => e.clone(),
             Location::ConnectionInfo { .. } => String::new(),
         };
+        let fixed_release = settings.release;
         Session {
-            location,
-            client: Client::new(endpoint, opts),
+            location: settings.location.clone(),
+            client: Client::new(endpoint, settings.client.clone()),
             fixed_release,
             release: fixed_release,
             style: fixed_release.map_or(ArgStyle::Json, Release::arg_style),

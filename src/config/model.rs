@@ -2,99 +2,107 @@
 //! built from a [`super::Resolved`] by [`Settings::from_resolved`].
 
 use super::*;
-use crate::secret::Secret;
+use crate::arkouda::Location;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where the metrics server is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServerLocation {
-    /// A fixed `tcp://host:port`.
-    Endpoint(String),
-    /// Read the host from arkouda_server's connection-info file; the port is `port`.
-    ConnectionInfo {
-        path: PathBuf,
-        port: u16,
-        /// Used while the file does not exist (the Slurm prolog gives the first node).
-        fallback_host: Option<String>,
-    },
-}
-
-/// Validated, ready-to-use settings.
+/// Validated, ready-to-use settings, grouped by the module that reads them: each group is
+/// handed to its module as it is. The Arkouda client's and the sinks' are those modules'
+/// own types (imported here, never the other way round); the others are defined here.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub server: ServerLocation,
-    pub arkouda_timeout: Duration,
-    pub arkouda_release: Option<String>,
-    pub arkouda_user: String,
-    pub arkouda_token: Option<Secret>,
-    pub max_reply_bytes: u64,
-    /// One or more Pushgateway base URLs.
-    pub pushgateway: Vec<String>,
-    pub pushgateway_mode: PushgatewayMode,
-    pub layout: Layout,
-    pub gzip_threshold: u64,
-    pub budget: crate::translate::Budget,
-    pub pushgateway_username: Option<String>,
-    pub pushgateway_password: Option<Secret>,
-    pub pushgateway_bearer_token: Option<Secret>,
-    pub pushgateway_ca_file: Option<PathBuf>,
-    pub pushgateway_insecure_skip_verify: bool,
-    pub push_timeout: Duration,
+    /// The Arkouda client ([`crate::arkouda::Session`]).
+    pub arkouda: ArkoudaSettings,
+    /// The translation of each poll (names, `server_name`, the cardinality budget).
+    pub series: SeriesSettings,
+    /// The job: its grouping labels ([`crate::groups`]), what `arkouda_job_info` reports,
+    /// its dashboard link.
+    pub job: JobSettings,
+    /// The Pushgateway sink, and `delete`, `sweep` and the Slurm backstops.
+    pub pushgateway: PushgatewaySettings,
+    /// The remote-write sink (`urls` empty: none).
     pub remote_write: RemoteWriteSettings,
-    pub job: String,
-    pub job_id: Option<String>,
-    pub cluster: Option<String>,
-    /// Slurm's restart count of the job (0: its first run).
-    pub restart_count: u32,
-    pub job_user: Option<String>,
-    pub partition: Option<String>,
-    pub labels: Vec<(String, String)>,
-    pub server_name: String,
-    pub interval: Duration,
-    pub shutdown_timeout: Duration,
-    pub legacy_names: bool,
-    pub log_level: String,
-    pub log_file: Option<PathBuf>,
-    /// run: how long the group is kept after the final push at the stop (0: not at all).
-    pub linger: Duration,
-    /// run: where the job summary goes at exit (`%j`: the job id).
-    pub summary_file: Option<PathBuf>,
-    /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
-    pub dashboard_url: Option<String>,
+    /// The listen sink's address (scrape mode).
     pub listen: Option<String>,
-    pub no_push: bool,
-    pub daemonize: bool,
-    pub pid_file: Option<PathBuf>,
-    pub watch_pid: Option<i32>,
-    pub lock_dir: Option<PathBuf>,
-    /// run: where the agent records its groups' keys for the Slurm Epilog.
-    pub keys_file: Option<PathBuf>,
-    /// Every push carries push time + lease (`lease`, default 4 × interval).
-    pub lease: Duration,
-    /// sweep: how long after its lease expired a group may be deleted when leases decide.
-    pub grace: Duration,
-    /// sweep: never ask Slurm.
-    pub no_scheduler: bool,
-    /// sweep: the squeue binary and the bound on its run time.
-    pub squeue: PathBuf,
-    pub squeue_timeout: Duration,
+    /// How `run` cycles and stops ([`crate::lifecycle`]).
+    pub lifecycle: LifecycleSettings,
+    /// The process: detaching, pid file, lock, log (the binary).
+    pub process: ProcessSettings,
+    /// `sweep`.
+    pub sweep: SweepSettings,
+    /// The `[slurm]` table (the Slurm hooks).
     pub slurm: SlurmSettings,
     /// Problems that are not errors (a secret file others can read), to log at start.
     pub warnings: Vec<String>,
 }
 
-/// How a job's groups are spread over several Pushgateways.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PushgatewayMode {
-    /// Each job to one Pushgateway, chosen by a stable hash of its job id.
-    Shard,
-    /// Each job to every Pushgateway (high availability).
-    All,
-}
-
+pub use crate::arkouda::ArkoudaSettings;
 /// How a job's series are grouped (the Pushgateway sink's own vocabulary).
 pub use crate::sinks::pushgateway::sink::Layout;
+pub use crate::sinks::pushgateway::{PushgatewayMode, PushgatewaySettings};
+pub use crate::sinks::remote_write::RemoteWriteSettings;
+
+/// What each poll's series are called and how many distinct values a label may take.
+#[derive(Clone, Debug)]
+pub struct SeriesSettings {
+    pub server_name: String,
+    pub legacy_names: bool,
+    pub budget: crate::translate::Budget,
+}
+
+/// The job the agent serves: its grouping labels and what is reported about it.
+#[derive(Clone, Debug)]
+pub struct JobSettings {
+    /// The `job` grouping label.
+    pub name: String,
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+    /// Slurm's restart count of the job (0: its first run).
+    pub restart_count: u32,
+    pub user: Option<String>,
+    pub partition: Option<String>,
+    /// Static grouping labels, sorted.
+    pub labels: Vec<(String, String)>,
+    /// The job dashboard's URL template (`{job_id}`, `{cluster}`).
+    pub dashboard_url: Option<String>,
+}
+
+/// How `run` cycles and stops.
+#[derive(Clone, Debug)]
+pub struct LifecycleSettings {
+    pub interval: Duration,
+    pub shutdown_timeout: Duration,
+    /// How long the group is kept after the final push at the stop (0: not at all).
+    pub linger: Duration,
+    /// Every push carries push time + lease (`lease`, default 4 × interval).
+    pub lease: Duration,
+    /// Where the job summary goes at exit (`%j`: the job id).
+    pub summary_file: Option<PathBuf>,
+    /// Stop when this process is gone.
+    pub watch_pid: Option<i32>,
+}
+
+/// The agent as a process: how it detaches, where it logs.
+#[derive(Clone, Debug)]
+pub struct ProcessSettings {
+    pub daemonize: bool,
+    pub pid_file: Option<PathBuf>,
+    pub lock_dir: Option<PathBuf>,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+}
+
+/// `sweep`.
+#[derive(Clone, Debug)]
+pub struct SweepSettings {
+    /// How long after its lease expired a group may be deleted when leases decide.
+    pub grace: Duration,
+    /// Never ask Slurm.
+    pub no_scheduler: bool,
+    /// The squeue binary and the bound on its run time.
+    pub squeue: PathBuf,
+    pub squeue_timeout: Duration,
+}
 
 /// Which jobs the Slurm prolog starts an agent for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,20 +126,6 @@ pub struct SlurmSettings {
     pub admin_comment: bool,
 }
 
-/// The remote-write receivers and how to reach them (one set of auth/TLS options for
-/// all of them, as for the Pushgateways).
-#[derive(Clone, Debug)]
-pub struct RemoteWriteSettings {
-    /// Write endpoints; empty: no remote write.
-    pub urls: Vec<String>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub bearer_token: Option<Secret>,
-    pub ca_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
-    pub queue_size: usize,
-}
-
 /// Labels the agent sets itself; a static label may not take these names.
 pub const RESERVED_LABELS: &[&str] = &[
     "job",
@@ -142,7 +136,8 @@ pub const RESERVED_LABELS: &[&str] = &[
 ];
 
 impl Settings {
-    /// Type and validate every key.
+    /// Type and validate every key. The keys are read in a fixed order (the first bad one
+    /// is the error), then handed to the groups.
     pub fn from_resolved(resolved: &Resolved) -> Result<Settings, ConfigError> {
         let r = Reader {
             resolved,
@@ -156,39 +151,35 @@ impl Settings {
         // arkouda wins; then the connection-info file, with arkouda_host as the fallback while
         // the file is missing; then arkouda_host alone; then localhost.
         let host = r.nonempty("arkouda_host")?;
-        let server = if let Some(a) = r.nonempty("arkouda")? {
-            ServerLocation::Endpoint(
+        let location = if let Some(a) = r.nonempty("arkouda")? {
+            Location::Endpoint(
                 parse_endpoint(&a, metrics_port).map_err(|e| r.invalid("arkouda", e))?,
             )
         } else if let Some(path) = r.path("connection_info")? {
-            ServerLocation::ConnectionInfo {
+            Location::ConnectionInfo {
                 path,
                 port: metrics_port,
                 fallback_host: host,
             }
         } else if let Some(h) = host {
-            ServerLocation::Endpoint(
+            Location::Endpoint(
                 parse_endpoint(&h, metrics_port).map_err(|e| r.invalid("arkouda_host", e))?,
             )
         } else {
-            ServerLocation::Endpoint(format!("tcp://localhost:{metrics_port}"))
+            Location::Endpoint(format!("tcp://localhost:{metrics_port}"))
         };
 
-        let arkouda_release = match r.required("arkouda_release")?.trim() {
+        let release = match r.required("arkouda_release")?.trim() {
             "auto" => None,
-            rel => Some(
-                crate::arkouda::Release::parse(rel)
-                    .map(|_| rel.to_string())
-                    .ok_or_else(|| {
-                        r.invalid(
-                            "arkouda_release",
-                            "expected auto or a release date such as 2022.08.15, 2023.04.07 or 2024.10.02",
-                        )
-                    })?,
-            ),
+            rel => Some(crate::arkouda::Release::parse(rel).ok_or_else(|| {
+                r.invalid(
+                    "arkouda_release",
+                    "expected auto or a release date such as 2022.08.15, 2023.04.07 or 2024.10.02",
+                )
+            })?),
         };
 
-        let pushgateway = r
+        let pushgateway_urls = r
             .list("pushgateway")?
             .iter()
             .map(|u| {
@@ -226,11 +217,7 @@ impl Settings {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(r.invalid("log_level", "expected error, warn, info, debug or trace"));
         }
-        let HttpAuth {
-            username,
-            password,
-            bearer,
-        } = r.http_auth("pushgateway", "Pushgateway")?;
+        let pushgateway_auth = r.http_auth("pushgateway", "Pushgateway")?;
 
         let interval = r.duration(
             "interval",
@@ -247,77 +234,56 @@ impl Settings {
                 "with no_push and neither a listen address nor remote_write the metrics would go nowhere",
             ));
         }
-        let summary_file = r.path("summary_file")?;
-        let slurm = r.slurm()?;
-        if slurm.admin_comment && summary_file.is_none() {
-            return Err(r.invalid(
-                "slurm.admin_comment",
-                "storing the job summary in the job's AdminComment needs `summary_file` (a path on a file system the controller sees, e.g. \"/shared/arkouda/summaries/%j.json\")",
-            ));
-        }
-        Ok(Settings {
-            server,
-            arkouda_timeout: r.duration(
+        let arkouda_client = crate::arkouda::ClientOptions {
+            timeout: r.duration(
                 "arkouda_timeout",
                 Duration::from_millis(10),
                 Duration::from_secs(600),
             )?,
-            arkouda_release,
-            arkouda_user: r.required("arkouda_user")?,
-            arkouda_token: r.secret("arkouda_token")?,
+            user: r.required("arkouda_user")?,
+            token: r.secret("arkouda_token")?,
             max_reply_bytes: r
                 .integer("max_reply_bytes", 1024, i128::from(i64::MAX))?
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(64 << 20),
-            pushgateway,
-            pushgateway_mode,
-            layout,
-            gzip_threshold,
-            budget,
-            pushgateway_username: username,
-            pushgateway_password: password,
-            pushgateway_bearer_token: bearer,
-            pushgateway_ca_file: r.path("pushgateway_ca_file")?,
-            pushgateway_insecure_skip_verify: r.bool("pushgateway_insecure_skip_verify")?,
-            push_timeout: r.duration(
-                "push_timeout",
-                Duration::from_millis(10),
-                Duration::from_secs(600),
-            )?,
-            job,
-            job_id,
-            cluster: r.nonempty("cluster")?,
-            restart_count: r
-                .integer("restart_count", 0, i128::from(u32::MAX))?
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0),
-            job_user: r.nonempty("job_user")?,
-            partition: r.nonempty("partition")?,
-            labels: r.labels("labels")?,
-            server_name: r.required("server_name")?,
-            interval,
-            shutdown_timeout: r.duration(
-                "shutdown_timeout",
-                Duration::from_millis(100),
-                Duration::from_secs(600),
-            )?,
-            legacy_names: r.bool("legacy_names")?,
-            log_level,
-            log_file: r.path("log_file")?,
-            summary_file,
-            linger: r.duration("linger", Duration::ZERO, Duration::from_secs(24 * 3600))?,
-            dashboard_url: r.dashboard_url()?,
-            listen,
-            no_push,
-            remote_write,
-            daemonize: r.bool("daemonize")?,
-            pid_file: r.path("pid_file")?,
-            watch_pid: r
-                .integer("watch_pid", 1, i128::from(i32::MAX))?
-                .and_then(|p| i32::try_from(p).ok()),
-            lock_dir: r.path("lock_dir")?,
-            keys_file: r.path("keys_file")?,
-            lease: r.lease(interval)?,
+        };
+        let pushgateway_ca_file = r.path("pushgateway_ca_file")?;
+        let pushgateway_insecure_skip_verify = r.bool("pushgateway_insecure_skip_verify")?;
+        // One timeout for every HTTP request of a sink: the Pushgateways' and the
+        // remote-write receivers'.
+        let push_timeout = r.duration(
+            "push_timeout",
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+        )?;
+        let cluster = r.nonempty("cluster")?;
+        let restart_count = r
+            .integer("restart_count", 0, i128::from(u32::MAX))?
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
+        let job_user = r.nonempty("job_user")?;
+        let partition = r.nonempty("partition")?;
+        let labels = r.labels("labels")?;
+        let server_name = r.required("server_name")?;
+        let shutdown_timeout = r.duration(
+            "shutdown_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+        let legacy_names = r.bool("legacy_names")?;
+        let log_file = r.path("log_file")?;
+        let summary_file = r.path("summary_file")?;
+        let linger = r.duration("linger", Duration::ZERO, Duration::from_secs(24 * 3600))?;
+        let dashboard_url = r.dashboard_url()?;
+        let daemonize = r.bool("daemonize")?;
+        let pid_file = r.path("pid_file")?;
+        let watch_pid = r
+            .integer("watch_pid", 1, i128::from(i32::MAX))?
+            .and_then(|p| i32::try_from(p).ok());
+        let lock_dir = r.path("lock_dir")?;
+        let keys_file = r.path("keys_file")?;
+        let lease = r.lease(interval)?;
+        let sweep = SweepSettings {
             grace: r.duration(
                 "grace",
                 Duration::ZERO,
@@ -332,6 +298,66 @@ impl Settings {
                 Duration::from_millis(100),
                 Duration::from_secs(600),
             )?,
+        };
+        let slurm = r.slurm()?;
+        if slurm.admin_comment && summary_file.is_none() {
+            return Err(r.invalid(
+                "slurm.admin_comment",
+                "storing the job summary in the job's AdminComment needs `summary_file` (a path on a file system the controller sees, e.g. \"/shared/arkouda/summaries/%j.json\")",
+            ));
+        }
+        Ok(Settings {
+            arkouda: ArkoudaSettings {
+                location,
+                release,
+                client: arkouda_client,
+            },
+            series: SeriesSettings {
+                server_name,
+                legacy_names,
+                budget,
+            },
+            job: JobSettings {
+                name: job,
+                id: job_id,
+                cluster,
+                restart_count,
+                user: job_user,
+                partition,
+                labels,
+                dashboard_url,
+            },
+            pushgateway: PushgatewaySettings {
+                urls: pushgateway_urls,
+                mode: pushgateway_mode,
+                layout,
+                gzip_threshold,
+                client: pushgateway_auth.client(
+                    pushgateway_ca_file,
+                    pushgateway_insecure_skip_verify,
+                    push_timeout,
+                ),
+                keys_file,
+                no_push,
+            },
+            remote_write: remote_write.with_timeout(push_timeout),
+            listen,
+            lifecycle: LifecycleSettings {
+                interval,
+                shutdown_timeout,
+                linger,
+                lease,
+                summary_file,
+                watch_pid,
+            },
+            process: ProcessSettings {
+                daemonize,
+                pid_file,
+                lock_dir,
+                log_level,
+                log_file,
+            },
+            sweep,
             slurm,
             warnings: r.warnings.take(),
         })
@@ -345,17 +371,17 @@ impl Settings {
                 *p = cwd.join(&*p);
             }
         };
-        if let ServerLocation::ConnectionInfo { path, .. } = &mut self.server {
+        if let Location::ConnectionInfo { path, .. } = &mut self.arkouda.location {
             abs(path);
         }
         for p in [
-            &mut self.pushgateway_ca_file,
-            &mut self.remote_write.ca_file,
-            &mut self.log_file,
-            &mut self.summary_file,
-            &mut self.pid_file,
-            &mut self.lock_dir,
-            &mut self.keys_file,
+            &mut self.pushgateway.client.ca_file,
+            &mut self.remote_write.client.ca_file,
+            &mut self.process.log_file,
+            &mut self.lifecycle.summary_file,
+            &mut self.process.pid_file,
+            &mut self.process.lock_dir,
+            &mut self.pushgateway.keys_file,
         ]
         .into_iter()
         .flatten()
@@ -367,7 +393,9 @@ impl Settings {
     /// At least one sink, which `run` and `once` need: no implicit Pushgateway, the sinks
     /// are what is configured, and none at all is a mistake named with the keys to fix it.
     pub fn require_sink(&self) -> Result<(), ConfigError> {
-        if self.pushgateway.is_empty() && self.remote_write.urls.is_empty() && self.listen.is_none()
+        if self.pushgateway.urls.is_empty()
+            && self.remote_write.urls.is_empty()
+            && self.listen.is_none()
         {
             return Err(ConfigError::Missing {
                 key: "pushgateway".to_string(),
@@ -375,6 +403,34 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
+    pub fn require_pushgateway(&self) -> Result<&[String], ConfigError> {
+        if self.pushgateway.urls.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "pushgateway".to_string(),
+                hint: "this command deletes groups from the Pushgateways: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL)".to_string(),
+            });
+        }
+        Ok(&self.pushgateway.urls)
+    }
+
+    /// `push_timeout`: the timeout of one HTTP request of a sink, to a Pushgateway or a
+    /// remote-write receiver (held in their client options).
+    pub fn push_timeout(&self) -> Duration {
+        self.pushgateway.client.timeout
+    }
+}
+
+impl JobSettings {
+    /// The job id, which `run`, `once` and `delete` need.
+    pub fn require_id(&self) -> Result<&str, ConfigError> {
+        self.id.as_deref().ok_or_else(|| ConfigError::Missing {
+            key: "job_id".to_string(),
+            hint: "give --job-id, set job_id in the config file, or run inside a Slurm job (SLURM_JOB_ID)"
+                .to_string(),
+        })
     }
 
     /// The job's dashboard link: `dashboard_url` with `{job_id}` and `{cluster}` filled in
@@ -388,26 +444,6 @@ impl Settings {
                 "{cluster}",
                 &enc(self.cluster.as_deref().unwrap_or_default()),
             )
-        })
-    }
-
-    /// The Pushgateways, which `delete`, `sweep` and the Slurm backstops need.
-    pub fn require_pushgateway(&self) -> Result<&[String], ConfigError> {
-        if self.pushgateway.is_empty() {
-            return Err(ConfigError::Missing {
-                key: "pushgateway".to_string(),
-                hint: "this command deletes groups from the Pushgateways: set `pushgateway` (--pushgateway, ARKOUDA_PUSH_AGENT_PUSHGATEWAY or PUSHGATEWAY_URL)".to_string(),
-            });
-        }
-        Ok(&self.pushgateway)
-    }
-
-    /// The job id, which `run`, `once` and `delete` need.
-    pub fn require_job_id(&self) -> Result<&str, ConfigError> {
-        self.job_id.as_deref().ok_or_else(|| ConfigError::Missing {
-            key: "job_id".to_string(),
-            hint: "give --job-id, set job_id in the config file, or run inside a Slurm job (SLURM_JOB_ID)"
-                .to_string(),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::secret::Secret;
+use crate::sinks::http::ClientOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +12,47 @@ pub(super) struct HttpAuth {
     pub(super) username: Option<String>,
     pub(super) password: Option<Secret>,
     pub(super) bearer: Option<Secret>,
+}
+
+impl HttpAuth {
+    /// The client options of an endpoint with these credentials.
+    pub(super) fn client(
+        self,
+        ca_file: Option<PathBuf>,
+        insecure_skip_verify: bool,
+        timeout: Duration,
+    ) -> ClientOptions {
+        ClientOptions {
+            timeout,
+            user_agent: crate::sinks::http::user_agent(),
+            username: self.username,
+            password: self.password,
+            bearer_token: self.bearer,
+            ca_file,
+            insecure_skip_verify,
+        }
+    }
+}
+
+/// The `remote_write*` keys, read before `push_timeout`, which completes them.
+pub(super) struct RemoteWriteKeys {
+    pub(super) urls: Vec<String>,
+    auth: HttpAuth,
+    ca_file: Option<PathBuf>,
+    insecure_skip_verify: bool,
+    queue_size: usize,
+}
+
+impl RemoteWriteKeys {
+    pub(super) fn with_timeout(self, timeout: Duration) -> RemoteWriteSettings {
+        RemoteWriteSettings {
+            urls: self.urls,
+            client: self
+                .auth
+                .client(self.ca_file, self.insecure_skip_verify, timeout),
+            queue_size: self.queue_size,
+        }
+    }
 }
 
 pub(super) struct Reader<'a> {
@@ -162,7 +204,7 @@ impl Reader<'_> {
         Ok(Some(addr))
     }
 
-    pub(super) fn remote_write(&self) -> Result<RemoteWriteSettings, ConfigError> {
+    pub(super) fn remote_write(&self) -> Result<RemoteWriteKeys, ConfigError> {
         let urls = self
             .list("remote_write")?
             .iter()
@@ -170,16 +212,9 @@ impl Reader<'_> {
                 check_http_url(u, "remote_write", true).map_err(|e| self.invalid("remote_write", e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let HttpAuth {
-            username,
-            password,
-            bearer: bearer_token,
-        } = self.http_auth("remote_write", "remote-write")?;
-        Ok(RemoteWriteSettings {
+        Ok(RemoteWriteKeys {
             urls,
-            username,
-            password,
-            bearer_token,
+            auth: self.http_auth("remote_write", "remote-write")?,
             ca_file: self.path("remote_write_ca_file")?,
             insecure_skip_verify: self.bool("remote_write_insecure_skip_verify")?,
             queue_size: self

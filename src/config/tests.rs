@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::read::*;
 use super::*;
+use crate::arkouda::Location;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -86,11 +87,11 @@ fn a_sink_is_required() {
         .to_string();
     assert!(err.starts_with("invalid value for `no_push` = \"true\" (from flag --no-push): with no_push and neither"), "{err}");
     let rw = only(&[("remote_write", "http://vm:8428/api/v1/write")]).unwrap();
-    assert!(rw.pushgateway.is_empty());
+    assert!(rw.pushgateway.urls.is_empty());
     assert!(rw.require_sink().is_ok());
     assert!(rw.require_pushgateway().is_err());
     let listen = only(&[("listen", "127.0.0.1:9808")]).unwrap();
-    assert!(listen.pushgateway.is_empty());
+    assert!(listen.pushgateway.urls.is_empty());
     assert!(listen.require_sink().is_ok());
     let dash = only(&[
         ("pushgateway", "http://p:9091"),
@@ -102,7 +103,7 @@ fn a_sink_is_required() {
     ])
     .unwrap();
     assert_eq!(
-        dash.dashboard_link("42").unwrap(),
+        dash.job.dashboard_link("42").unwrap(),
         "https://grafana.example/d/arkouda-job?var-job_id=42&var-cluster=c%201"
     );
     let err = only(&[
@@ -133,7 +134,7 @@ fn precedence_default_file_env_flag() {
     f.config = Some(toml.0.clone());
     let none = env(&[]);
     assert_eq!(
-        settings(&f, &none).unwrap().interval,
+        settings(&f, &none).unwrap().lifecycle.interval,
         Duration::from_secs(7)
     );
     assert_eq!(
@@ -143,7 +144,10 @@ fn precedence_default_file_env_flag() {
     assert_eq!(source_of(&f, &none, "push_timeout"), Source::Default);
 
     let e = env(&[("ARKOUDA_PUSH_AGENT_INTERVAL", "9s")]);
-    assert_eq!(settings(&f, &e).unwrap().interval, Duration::from_secs(9));
+    assert_eq!(
+        settings(&f, &e).unwrap().lifecycle.interval,
+        Duration::from_secs(9)
+    );
     assert_eq!(
         source_of(&f, &e, "interval"),
         Source::Env("ARKOUDA_PUSH_AGENT_INTERVAL".into())
@@ -151,8 +155,8 @@ fn precedence_default_file_env_flag() {
 
     f.set("interval", Some("250ms".into()));
     let s = settings(&f, &e).unwrap();
-    assert_eq!(s.interval, Duration::from_millis(250));
-    assert_eq!(s.job, "from-file");
+    assert_eq!(s.lifecycle.interval, Duration::from_millis(250));
+    assert_eq!(s.job.name, "from-file");
     assert_eq!(
         source_of(&f, &e, "interval"),
         Source::Flag("--interval".into())
@@ -171,17 +175,20 @@ fn legacy_environment_names() {
         ("PUSHGATEWAY_URL", "http://pgw:9091/"),
     ]);
     let s = settings(&flags(&[]), &e).unwrap();
-    assert_eq!(s.server, ServerLocation::Endpoint("tcp://nid7:6000".into()));
-    assert_eq!(s.interval, Duration::from_secs(12));
-    assert_eq!(s.server_name, "srv");
-    assert_eq!(s.job_id.as_deref(), Some("4242"));
-    assert_eq!(s.cluster.as_deref(), Some("perlmutter"));
-    assert_eq!(s.pushgateway, vec!["http://pgw:9091".to_string()]);
+    assert_eq!(
+        s.arkouda.location,
+        Location::Endpoint("tcp://nid7:6000".into())
+    );
+    assert_eq!(s.lifecycle.interval, Duration::from_secs(12));
+    assert_eq!(s.series.server_name, "srv");
+    assert_eq!(s.job.id.as_deref(), Some("4242"));
+    assert_eq!(s.job.cluster.as_deref(), Some("perlmutter"));
+    assert_eq!(s.pushgateway.urls, vec!["http://pgw:9091".to_string()]);
     // The canonical name beats the alias.
     let mut e2 = e.clone();
     e2.insert("ARKOUDA_PUSH_AGENT_JOB_ID".into(), "7".into());
     assert_eq!(
-        settings(&flags(&[]), &e2).unwrap().job_id.as_deref(),
+        settings(&flags(&[]), &e2).unwrap().job.id.as_deref(),
         Some("7")
     );
 }
@@ -193,8 +200,8 @@ fn server_location_order() {
         ("METRICS_SERVER_PORT", "5600"),
     ]);
     assert_eq!(
-        settings(&flags(&[]), &e).unwrap().server,
-        ServerLocation::ConnectionInfo {
+        settings(&flags(&[]), &e).unwrap().arkouda.location,
+        Location::ConnectionInfo {
             path: "/tmp/ci".into(),
             port: 5600,
             fallback_host: None,
@@ -203,8 +210,8 @@ fn server_location_order() {
     // A host with the file: the host is the fallback while the file is missing.
     let f = flags(&[("arkouda_host", "nid001")]);
     assert_eq!(
-        settings(&f, &e).unwrap().server,
-        ServerLocation::ConnectionInfo {
+        settings(&f, &e).unwrap().arkouda.location,
+        Location::ConnectionInfo {
             path: "/tmp/ci".into(),
             port: 5600,
             fallback_host: Some("nid001".into()),
@@ -212,24 +219,26 @@ fn server_location_order() {
     );
     let f = flags(&[("arkouda", "tcp://nid001:5556")]);
     assert_eq!(
-        settings(&f, &e).unwrap().server,
-        ServerLocation::Endpoint("tcp://nid001:5556".into())
+        settings(&f, &e).unwrap().arkouda.location,
+        Location::Endpoint("tcp://nid001:5556".into())
     );
     assert_eq!(
         settings(&flags(&[("arkouda", "nid9")]), &env(&[]))
             .unwrap()
-            .server,
-        ServerLocation::Endpoint("tcp://nid9:5556".into())
+            .arkouda
+            .location,
+        Location::Endpoint("tcp://nid9:5556".into())
     );
     assert_eq!(
         settings(&flags(&[("arkouda_host", "nid8")]), &env(&[]))
             .unwrap()
-            .server,
-        ServerLocation::Endpoint("tcp://nid8:5556".into())
+            .arkouda
+            .location,
+        Location::Endpoint("tcp://nid8:5556".into())
     );
     assert_eq!(
-        settings(&flags(&[]), &env(&[])).unwrap().server,
-        ServerLocation::Endpoint("tcp://localhost:5556".into())
+        settings(&flags(&[]), &env(&[])).unwrap().arkouda.location,
+        Location::Endpoint("tcp://localhost:5556".into())
     );
 }
 
@@ -240,7 +249,7 @@ fn labels_from_each_layer() {
     f.config = Some(toml.0.clone());
     let s = settings(&f, &env(&[])).unwrap();
     assert_eq!(
-        s.labels,
+        s.job.labels,
         vec![
             ("instance".into(), "second".into()),
             ("site".into(), "x".into())
@@ -248,7 +257,7 @@ fn labels_from_each_layer() {
     );
     let s = settings(&flags(&[("labels", "b=2, a=1")]), &env(&[])).unwrap();
     assert_eq!(
-        s.labels,
+        s.job.labels,
         vec![("a".into(), "1".into()), ("b".into(), "2".into())]
     );
 }
@@ -425,8 +434,14 @@ fn secrets_only_from_file_or_env_and_never_shown() {
     ]);
     let resolved = resolve(&f, &e).unwrap();
     let s = Settings::from_resolved(&resolved).unwrap();
-    assert_eq!(s.arkouda_token.as_ref().unwrap().expose(), "s3cret-token");
-    assert_eq!(s.pushgateway_password.as_ref().unwrap().expose(), "hunter2");
+    assert_eq!(
+        s.arkouda.client.token.as_ref().unwrap().expose(),
+        "s3cret-token"
+    );
+    assert_eq!(
+        s.pushgateway.client.password.as_ref().unwrap().expose(),
+        "hunter2"
+    );
     let listing = resolved.describe().join("\n");
     assert!(!listing.contains("hunter2"), "{listing}");
     assert!(
@@ -449,7 +464,7 @@ fn secrets_only_from_file_or_env_and_never_shown() {
 #[test]
 fn job_id_is_required_where_needed() {
     let s = settings(&flags(&[]), &env(&[])).unwrap();
-    let err = s.require_job_id().unwrap_err().to_string();
+    let err = s.job.require_id().unwrap_err().to_string();
     assert!(err.starts_with("missing `job_id`"), "{err}");
 }
 
@@ -604,7 +619,7 @@ fn remote_write_urls_from_each_layer() {
         "{err}"
     );
     f.set_list("remote_write", vec!["http://a/w".into()]);
-    assert!(settings(&f, &env(&[])).unwrap().no_push);
+    assert!(settings(&f, &env(&[])).unwrap().pushgateway.no_push);
 }
 
 #[test]
@@ -631,7 +646,7 @@ fn remote_write_bad_values_and_secrets() {
     let resolved = resolve(&flags(&[]), &e).unwrap();
     let s = Settings::from_resolved(&resolved).unwrap();
     assert_eq!(
-        s.remote_write.password.as_ref().unwrap().expose(),
+        s.remote_write.client.password.as_ref().unwrap().expose(),
         "hunter2"
     );
     assert!(!resolved.describe().join("\n").contains("hunter2"));
@@ -649,18 +664,18 @@ fn remote_write_bad_values_and_secrets() {
 #[test]
 fn lease_and_sweep_keys() {
     let s = settings(&flags(&[]), &env(&[])).unwrap();
-    assert_eq!(s.lease, Duration::from_secs(20));
-    assert_eq!(s.grace, Duration::from_secs(600));
-    assert!(!s.no_scheduler);
-    assert_eq!(s.squeue, PathBuf::from("/usr/bin/squeue"));
-    assert_eq!(s.squeue_timeout, Duration::from_secs(10));
+    assert_eq!(s.lifecycle.lease, Duration::from_secs(20));
+    assert_eq!(s.sweep.grace, Duration::from_secs(600));
+    assert!(!s.sweep.no_scheduler);
+    assert_eq!(s.sweep.squeue, PathBuf::from("/usr/bin/squeue"));
+    assert_eq!(s.sweep.squeue_timeout, Duration::from_secs(10));
     let s = settings(&flags(&[("interval", "2s")]), &env(&[])).unwrap();
-    assert_eq!(s.lease, Duration::from_secs(8));
+    assert_eq!(s.lifecycle.lease, Duration::from_secs(8));
     let s = settings(&flags(&[("lease", "1m")]), &env(&[])).unwrap();
-    assert_eq!(s.lease, Duration::from_secs(60));
+    assert_eq!(s.lifecycle.lease, Duration::from_secs(60));
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     let s = settings(&flags(&[("lease", "1s"), ("interval", "5s")]), &env(&[])).unwrap();
-    assert_eq!(s.lease, Duration::from_secs(1));
+    assert_eq!(s.lifecycle.lease, Duration::from_secs(1));
     assert!(
         s.warnings
             .iter()
@@ -673,8 +688,8 @@ fn lease_and_sweep_keys() {
         ("ARKOUDA_PUSH_AGENT_GRACE", "0"),
     ]);
     let s = settings(&flags(&[]), &e).unwrap();
-    assert!(s.no_scheduler);
-    assert_eq!(s.grace, Duration::ZERO);
+    assert!(s.sweep.no_scheduler);
+    assert_eq!(s.sweep.grace, Duration::ZERO);
     let err = settings(&flags(&[("lease", "10ms")]), &env(&[]))
         .unwrap_err()
         .to_string();

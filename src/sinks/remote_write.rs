@@ -68,13 +68,14 @@ pub fn retryable_status(status: u16) -> bool {
     status == 429 || (500..600).contains(&status)
 }
 
-/// How to reach one receiver.
+/// The receivers and how to reach them (the `remote_write*` keys, and `push_timeout`):
+/// one set of auth and TLS options for all of them, as for the Pushgateways.
 #[derive(Clone, Debug)]
-pub struct Options {
-    /// The write endpoint, e.g. `http://prometheus:9090/api/v1/write`.
-    pub url: String,
+pub struct RemoteWriteSettings {
+    /// Write endpoints, e.g. `http://prometheus:9090/api/v1/write`; empty: no remote write.
+    pub urls: Vec<String>,
     pub client: ClientOptions,
-    /// Requests held while the receiver is down or slow (at least one).
+    /// Requests held per receiver while it is down or slow (at least one).
     pub queue_size: usize,
 }
 
@@ -156,22 +157,23 @@ impl Shared {
 pub struct RemoteWriteSink {
     builder: RequestBuilder,
     receivers: Vec<Receiver>,
-    /// The receivers' options, for `check`.
-    options: Vec<Options>,
+    /// The receivers, for `check`.
+    settings: RemoteWriteSettings,
 }
 
 impl RemoteWriteSink {
-    /// One receiver per `options`, every series carrying `grouping` (`job` first); their
-    /// sender tasks start on the current runtime.
+    /// One receiver per URL of `settings`, every series carrying `grouping` (`job`
+    /// first); their sender tasks start on the current runtime.
     pub fn new(
-        options: Vec<Options>,
+        settings: &RemoteWriteSettings,
         grouping: &[(String, String)],
         counters: Arc<Counters>,
     ) -> Result<RemoteWriteSink, RemoteWriteError> {
         counters.with_remote_write();
-        let receivers = options
+        let receivers = settings
+            .urls
             .iter()
-            .map(|o| Receiver::new(o.clone(), counters.clone()))
+            .map(|url| Receiver::new(url, settings, counters.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         for r in &receivers {
             tracing::info!(receiver = %r.url(), "also writing every cycle by Prometheus remote write");
@@ -179,7 +181,7 @@ impl RemoteWriteSink {
         Ok(RemoteWriteSink {
             builder: RequestBuilder::new(grouping),
             receivers,
-            options,
+            settings: settings.clone(),
         })
     }
 
@@ -277,12 +279,14 @@ impl Sink for RemoteWriteSink {
 
     fn check(&self, deadline: Instant) -> BoxFuture<'_, Vec<CheckLine>> {
         Box::pin(async move {
-            let mut lines = Vec::with_capacity(self.options.len());
-            for o in &self.options {
-                lines.push(match Receiver::probe(o, deadline).await {
-                    Ok(()) => Ok(format!("OK {}", o.url)),
-                    Err(e) => Err(e.to_string()),
-                });
+            let mut lines = Vec::with_capacity(self.settings.urls.len());
+            for url in &self.settings.urls {
+                lines.push(
+                    match Receiver::probe(url, &self.settings.client, deadline).await {
+                        Ok(()) => Ok(format!("OK {url}")),
+                        Err(e) => Err(e.to_string()),
+                    },
+                );
             }
             lines
         })
@@ -296,19 +300,24 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// Builds the client and starts the sender task on the current Tokio runtime.
-    fn new(opts: Options, counters: Arc<Counters>) -> Result<Receiver, RemoteWriteError> {
+    /// Builds the client of the receiver at `url` and starts its sender task on the
+    /// current Tokio runtime.
+    fn new(
+        url: &str,
+        settings: &RemoteWriteSettings,
+        counters: Arc<Counters>,
+    ) -> Result<Receiver, RemoteWriteError> {
         let setup = |reason: String| RemoteWriteError::Setup {
-            url: opts.url.clone(),
+            url: url.to_string(),
             reason,
         };
-        let client = http::client(&opts.client, "remote_write", &opts.url)
+        let client = http::client(&settings.client, "remote_write", url)
             .map_err(|e| setup(e.to_string()))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| setup(format!("no async runtime: {e}")))?;
         let shared = Arc::new(Shared {
-            url: opts.url.clone(),
-            queue: Mutex::new(Queue::new(opts.queue_size)),
+            url: url.to_string(),
+            queue: Mutex::new(Queue::new(settings.queue_size)),
             wake: Notify::new(),
             drained: Notify::new(),
             counters,
@@ -317,7 +326,7 @@ impl Receiver {
         let sender = Sender {
             shared: shared.clone(),
             http: client,
-            opts: opts.client,
+            opts: settings.client.clone(),
         };
         Ok(Receiver {
             task: runtime.spawn(sender.run()),
@@ -354,21 +363,24 @@ impl Receiver {
 
     /// Tries the receiver with the smallest real request, an empty `WriteRequest` (for
     /// `check`): it writes nothing, but passes auth, TLS and the protocol.
-    async fn probe(opts: &Options, deadline: Instant) -> Result<(), RemoteWriteError> {
-        let client = http::client(&opts.client, "remote_write", &opts.url).map_err(|e| {
-            RemoteWriteError::Setup {
-                url: opts.url.clone(),
+    async fn probe(
+        url: &str,
+        opts: &ClientOptions,
+        deadline: Instant,
+    ) -> Result<(), RemoteWriteError> {
+        let client =
+            http::client(opts, "remote_write", url).map_err(|e| RemoteWriteError::Setup {
+                url: url.to_string(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let body = snap::raw::Encoder::new()
             .compress_vec(&[])
             .map_err(request_builder::EncodeError::from)?;
-        let send = send_once(&client, &opts.client, &opts.url, Bytes::from(body));
+        let send = send_once(&client, opts, url, Bytes::from(body));
         match tokio::time::timeout_at(deadline, send).await {
             Ok(r) => r,
             Err(_) => Err(RemoteWriteError::Transport {
-                url: opts.url.clone(),
+                url: url.to_string(),
                 reason: "timed out".into(),
             }),
         }

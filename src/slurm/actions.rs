@@ -578,21 +578,21 @@ async fn backstop_delete(
     keys_file: Option<&Path>,
     budget: Duration,
 ) -> bool {
-    let mut s = settings.clone();
-    s.job_id = Some(job_id.to_string());
+    let mut job = settings.job.clone();
     // As the Prolog gave it to the agent: SLURM_CLUSTER_NAME wins over the config's.
     if let Some(c) = cluster {
-        s.cluster = Some(c.to_string());
+        job.cluster = Some(c.to_string());
     }
-    s.push_timeout = s.push_timeout.min(budget);
+    let mut pushgateway = settings.pushgateway.clone();
+    pushgateway.client.timeout = pushgateway.client.timeout.min(budget);
     let mut keys = Vec::new();
     for &run in runs {
-        s.restart_count = run;
-        keys.push(crate::groups::grouping_key(&s, job_id));
+        job.restart_count = run;
+        keys.push(crate::groups::grouping_key(&job, job_id));
     }
     // The recorded keys are the first run's (a node's Epilog ends one run).
-    s.restart_count = runs.first().copied().unwrap_or(0);
-    let own = crate::groups::grouping_key(&s, job_id);
+    job.restart_count = runs.first().copied().unwrap_or(0);
+    let own = crate::groups::grouping_key(&job, job_id);
     if let Some(path) = keys_file {
         match crate::groups::read_keys(path) {
             Ok(recorded) => {
@@ -614,7 +614,12 @@ async fn backstop_delete(
     let deadline = tokio::time::Instant::now() + budget;
     let hard = budget + hooks::BACKSTOP_MARGIN;
     let n = keys.len();
-    match tokio::time::timeout(hard, crate::groups::delete_keys(&s, &keys, deadline)).await {
+    match tokio::time::timeout(
+        hard,
+        crate::groups::delete_keys(&pushgateway, &keys, deadline),
+    )
+    .await
+    {
         Ok(Ok(_)) => {
             tracing::info!(groups = n, group = %own.path(), job_id, "backstop delete done (by grouping key)");
             true
@@ -736,7 +741,7 @@ pub async fn epilog_slurmctld(settings: &Settings, env: &BTreeMap<String, String
                     .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t)),
                 hook_start: SystemTime::now(),
             },
-            sacctmgr: settings.squeue.with_file_name("sacctmgr"),
+            sacctmgr: settings.sweep.squeue.with_file_name("sacctmgr"),
             wait: hooks::CTLD_SUMMARY_WAIT,
             limit: hooks::CTLD_SACCTMGR,
         };
@@ -792,7 +797,7 @@ pub async fn epilog_slurmctld(settings: &Settings, env: &BTreeMap<String, String
 /// Whether Slurm says job `job_id` is running (`squeue -h -j ID -o %T`, bounded by
 /// [`hooks::CTLD_SQUEUE`]); false when it cannot say.
 fn job_runs(settings: &Settings, job_id: &str) -> bool {
-    let mut cmd = Command::new(&settings.squeue);
+    let mut cmd = Command::new(&settings.sweep.squeue);
     cmd.args(["--noheader", "--jobs", job_id, "--format=%T"]);
     match run_bounded(&mut cmd, hooks::CTLD_SQUEUE) {
         Ok(done) if done.status.success() => {

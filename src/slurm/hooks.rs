@@ -364,7 +364,7 @@ pub fn task_prolog_line(
     if procid.is_some_and(|p| p.trim() != "0") || !started_here {
         return None;
     }
-    let url = settings.dashboard_link(&job.id)?;
+    let url = settings.job.dashboard_link(&job.id)?;
     Some(format!("print arkouda-srun: dashboard: {url}"))
 }
 
@@ -422,7 +422,10 @@ pub struct Context<'a> {
 /// The `shutdown_timeout` of an agent the Prolog starts: the configured one, at most
 /// [`HOOK_AGENT_SHUTDOWN_MAX`], so that its delete fits the Epilog's wait.
 pub fn agent_shutdown_timeout(settings: &Settings) -> Duration {
-    settings.shutdown_timeout.min(HOOK_AGENT_SHUTDOWN_MAX)
+    settings
+        .lifecycle
+        .shutdown_timeout
+        .min(HOOK_AGENT_SHUTDOWN_MAX)
 }
 
 /// The `ARKOUDA_PUSH_AGENT_*` settings of the hook's own environment, passed on to the
@@ -653,7 +656,8 @@ pub fn epilog_plan(
         // leases it until the linger ends, and the sweep deletes it after that. The
         // Epilog stops the agent within its budget all the same (the linger happens
         // outside it) and deletes nothing.
-        backstop: (selected.is_yes() && settings.linger.is_zero()).then_some(EPILOG_BACKSTOP),
+        backstop: (selected.is_yes() && settings.lifecycle.linger.is_zero())
+            .then_some(EPILOG_BACKSTOP),
         why,
     })))
 }
@@ -678,9 +682,9 @@ pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
         Selection::No(why) => CtldPlan::Nothing(format!("not selected: {why}")),
         // Never before the end time + linger: the sweep deletes a lingering group once its
         // lease (end + linger) has expired, a crashed node's included.
-        Selection::Yes(_) if !settings.linger.is_zero() => CtldPlan::Nothing(format!(
+        Selection::Yes(_) if !settings.lifecycle.linger.is_zero() => CtldPlan::Nothing(format!(
             "linger is {}: the group is kept after the job and left to the sweep",
-            humantime::format_duration(settings.linger)
+            humantime::format_duration(settings.lifecycle.linger)
         )),
         Selection::Yes(why) => CtldPlan::Delete {
             job_id: job.id.clone(),
@@ -697,7 +701,7 @@ pub fn ctld_plan(settings: &Settings, job: &Job) -> CtldPlan {
 /// changes nothing: the agent writes the summary before it lingers). None: nothing to
 /// store.
 pub fn ctld_summary(settings: &Settings, job: &Job) -> Option<PathBuf> {
-    let template = settings.summary_file.as_deref()?;
+    let template = settings.lifecycle.summary_file.as_deref()?;
     (settings.slurm.admin_comment && selection(&settings.slurm.select, job).is_yes())
         .then(|| crate::summary::path_for(template, &job.id))
 }
@@ -1066,7 +1070,7 @@ mod tests {
         );
         // The value given reads back as the same duration.
         let back = settings(&[("shutdown_timeout", "1500ms")]);
-        assert_eq!(back.shutdown_timeout, Duration::from_millis(1500));
+        assert_eq!(back.lifecycle.shutdown_timeout, Duration::from_millis(1500));
 
         // A value that would break the environment file is refused.
         let bad = env(&[("ARKOUDA_PUSH_AGENT_JOB", "a\nb")]);
@@ -1116,7 +1120,7 @@ mod tests {
         assert!(HOOK_AGENT_SHUTDOWN_MAX + STOP_MARGIN <= EPILOG_STOP_WAIT_MAX);
         let s = settings(&[]);
         assert!(
-            s.shutdown_timeout > HOOK_AGENT_SHUTDOWN_MAX,
+            s.lifecycle.shutdown_timeout > HOOK_AGENT_SHUTDOWN_MAX,
             "the default is capped"
         );
         assert_eq!(agent_shutdown_timeout(&s), HOOK_AGENT_SHUTDOWN_MAX);
@@ -1134,7 +1138,7 @@ mod tests {
         assert!(comment < CTLD_LIMIT, "{comment:?}");
         // One request never outlives its deadline (push_timeout is capped by it), so the
         // default push_timeout needs no place of its own in the sums.
-        assert!(s.push_timeout <= HOOK_AGENT_SHUTDOWN_MAX);
+        assert!(s.push_timeout() <= HOOK_AGENT_SHUTDOWN_MAX);
 
         let doc = include_str!("../../docs/slurm.md");
         let rows = [
@@ -1142,7 +1146,7 @@ mod tests {
             format!("| the agent started by the Prolog | `shutdown_timeout`, at most {} | its final delete |", secs(HOOK_AGENT_SHUTDOWN_MAX)),
             format!("| Epilog | `limit={}` in epilog.sh: {} | stop the agent {} (its delete + {}), SIGKILL + {}, backstop delete {} + {}: at most {} |", EPILOG_LIMIT.as_secs(), secs(EPILOG_LIMIT + kill), secs(EPILOG_STOP_WAIT_MAX), secs(STOP_MARGIN), secs(EPILOG_KILL_WAIT), secs(EPILOG_BACKSTOP), secs(BACKSTOP_MARGIN), secs(epilog_worst)),
             format!("| EpilogSlurmctld | `limit={}` in epilog-slurmctld.sh: {} | a requeued job only: `squeue` {}; delete by key {} + {}; beside them, with `admin_comment`: wait for the summary {}, `sacctmgr` {} (+ {}) |", CTLD_LIMIT.as_secs(), secs(CTLD_LIMIT + kill), secs(CTLD_SQUEUE), secs(CTLD_DELETE), secs(BACKSTOP_MARGIN), secs(CTLD_SUMMARY_WAIT), secs(CTLD_SACCTMGR), secs(BACKSTOP_MARGIN)),
-            format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout)),
+            format!("| any request to the Pushgateway | `push_timeout` ({}) | cut short by the deadline of what it is part of |", secs(s.push_timeout())),
         ];
         for row in rows {
             assert!(doc.contains(&row), "docs/slurm.md lacks the row\n{row}");

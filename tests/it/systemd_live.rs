@@ -1,17 +1,20 @@
 //! The Debian package under a live systemd: a real systemd 252 as PID 1 in namespaces of its
 //! own (tests/it/systemd_live_init.sh builds its root, an overlay in memory over the
-//! machine's), driven through `nsenter`. In it, as on a compute node run by systemd:
-//! `dpkg -i` runs the maintainer scripts; the installed Slurm Prolog, called with the
-//! environment slurmd gives it, starts `arkouda-push-agent@<job>.service` (the unit's user,
-//! NoNewPrivileges, seccomp, a read-only root and `/run`); `dpkg -i` of a newer version while
-//! that agent runs keeps the agent pushing and the site's config; the installed Epilog stops
-//! the unit and the group goes; the long-lived unit starts and stops; the sweep timer runs the
-//! sweep service under its hardening; `dpkg --purge` with an agent running leaves no group,
-//! user, config, unit or process.
+//! machine's), driven through `nsenter`, with a one-node Slurm inside whose daemons
+//! (munged, slurmctld, slurmd) are units, as on a site. In it: `dpkg -i` runs the
+//! maintainer scripts; a job opted in by its comment makes slurmd run the installed Prolog,
+//! which starts `arkouda-push-agent@<job>.service` (the unit's user, NoNewPrivileges,
+//! seccomp, a read-only root and `/run`); `dpkg -i` of a newer version while that agent runs
+//! keeps the agent pushing and the site's config; the job's end makes slurmd run the newer
+//! Epilog, which stops the unit, and the group goes; the long-lived unit starts and stops;
+//! the sweep timer runs the sweep service as the package's user under its hardening, which
+//! asks that Slurm through munge and deletes the groups of jobs Slurm does not run;
+//! `dpkg --purge` with an agent running leaves no group, user, config, unit or process.
 //!
-//! Nothing of this touches the machine: dpkg, useradd, systemd and journald write into the
-//! overlay, the Pushgateway and the simulator run as units inside the namespace's own
-//! network. A file in the machine's /tmp proves that systemd-tmpfiles never reached it.
+//! Nothing of this touches the machine: dpkg, useradd, systemd, journald and Slurm write
+//! into the overlay or the test's directory, the Pushgateway, the simulator and Slurm run
+//! as units inside the namespace's own network. A file in the machine's /tmp proves that
+//! systemd-tmpfiles never reached it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -19,11 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use arkouda_push_agent::slurm::hooks::{EPILOG_LIMIT, PROLOG_LIMIT};
+use arkouda_push_agent::slurm::hooks::{CTLD_LIMIT, EPILOG_LIMIT, PROLOG_LIMIT};
 
 use crate::common::*;
 use crate::deb::{build_deb, machine_lock, run};
-use crate::slurm_cluster::require;
+use crate::slurm_cluster::{require, PLUGINS};
 
 const INIT: &str = include_str!("systemd_live_init.sh");
 /// The only unit the booted systemd is asked to reach (it pulls in sysinit.target alone).
@@ -35,6 +38,9 @@ const CONFIG: &str = "/etc/arkouda-push-agent/config.toml";
 const PUSHGATEWAY: &str = "http://127.0.0.1:9091";
 const METRICS_PORT: u16 = 5556;
 const PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+/// The Slurm cluster inside: its name and configuration.
+const CLUSTER: &str = "live";
+const SLURM_CONF: &str = "/io/slurm/slurm.conf";
 
 /// A systemd booted as PID 1 of its own mount, UTS, IPC, network, PID and cgroup namespaces,
 /// in a cgroup of its own, on a root in memory. Powered off (and its cgroup removed) on drop.
@@ -227,30 +233,75 @@ impl LiveSystemd {
         t.elapsed()
     }
 
-    /// Runs an installed Slurm hook with the environment slurmd gives it; its duration.
-    fn hook(&self, hook: &str, job: &str) -> Duration {
-        let context = format!("{hook}_slurmd");
-        let env = [
-            ("SLURM_JOB_ID", job),
-            ("SLURM_JOB_USER", "root"),
-            ("SLURM_JOB_UID", "0"),
-            ("SLURM_JOB_PARTITION", "debug"),
-            ("SLURM_JOB_COMMENT", "arkouda-metrics"),
-            ("SLURM_JOB_NODELIST", "localhost"),
-            ("SLURMD_NODENAME", "localhost"),
-            ("SLURM_CLUSTER_NAME", "live"),
-            ("SLURM_SCRIPT_CONTEXT", &context),
-            ("ARKOUDA_PUSH_AGENT_HOOK_LOG", "/io/hooks.log"),
-        ];
-        let t = Instant::now();
-        let (ok, out, err) = self.run(&env, &[&format!("/usr/libexec/arkouda-push-agent/{hook}")]);
-        let took = t.elapsed();
-        let log = std::fs::read_to_string(self.io.path("hooks.log")).unwrap_or_default();
-        assert!(
-            ok,
-            "the {hook} failed (a hook always exits 0):\n{out}{err}\n{log}"
+    /// Runs a Slurm client inside, against the test's cluster.
+    fn slurm(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(&[("SLURM_CONF", SLURM_CONF)], args);
+        assert!(ok, "{args:?}: {out}{err}");
+        out
+    }
+
+    /// A job that runs until `/io/stop-<tag>` exists, opted in by its comment; its id.
+    fn submit(&self, tag: &str) -> String {
+        let wait = format!("while [ ! -e /io/stop-{tag} ]; do sleep 0.2; done");
+        let out = self.slurm(&[
+            "sbatch",
+            "--parsable",
+            "--comment=arkouda-metrics",
+            "-J",
+            tag,
+            "-o",
+            "/io/slurm/job-%j.out",
+            "--wrap",
+            &wait,
+        ]);
+        out.trim().split(';').next().unwrap_or_default().to_string()
+    }
+
+    fn job_state(&self, id: &str) -> String {
+        let out = self.slurm(&["scontrol", "-o", "show", "job", id]);
+        out.split_whitespace()
+            .find_map(|f| f.strip_prefix("JobState="))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn wait_state(&self, id: &str, want: &str) {
+        eventually(
+            Duration::from_secs(60),
+            &format!("job {id} {want}"),
+            || match self.job_state(id) {
+                s if s == want => Ok(()),
+                s => Err(s),
+            },
         );
-        took
+    }
+
+    /// How long a hook of job `id` took, from its "end" line in the journal, found the way
+    /// docs/troubleshooting.md says (journald files the tag's job id as `SYSLOG_PID`).
+    fn hook_took(&self, id: &str, hook: &str) -> Duration {
+        let needle = format!("{hook}: end rc=0 after ");
+        let pid = format!("SYSLOG_PID={id}");
+        eventually(
+            Duration::from_secs(15),
+            &format!("job {id}'s {hook} to end"),
+            || {
+                let lines = self.ok(&[
+                    "journalctl",
+                    "--no-pager",
+                    "-o",
+                    "cat",
+                    "-t",
+                    "arkouda-push-agent",
+                    &pid,
+                ]);
+                lines
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&needle))
+                    .and_then(|ms| ms.trim_end_matches(" ms").trim().parse().ok())
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| format!("no `{needle}` line of job {id} yet:\n{lines}"))
+            },
+        )
     }
 
     /// Processes inside running as `uid`.
@@ -325,6 +376,118 @@ fn remove_cgroup(dir: &Path) {
     }
 }
 
+/// A one-node Slurm inside, each daemon a unit of its own as on a site (munged, slurmctld,
+/// slurmd), its hooks the installed ones: slurmd runs the Prolog and Epilog, which find
+/// systemd and start and stop the job's unit.
+fn start_slurm(sys: &LiveSystemd) {
+    let host = sys.ok(&["hostname", "-s"]).trim().to_string();
+    // The job's first node is where the agent finds the Arkouda server: this host, on the
+    // namespace's loopback (the overlay's /etc/hosts, not the machine's).
+    let hosts = sys.path("/etc/hosts");
+    let mut text = std::fs::read_to_string(&hosts).unwrap_or_default();
+    text.push_str(&format!("127.0.0.1 {host}\n"));
+    std::fs::write(&hosts, text).unwrap();
+    // Slurm resolves names with AI_ADDRCONFIG, which glibc answers only when an address
+    // other than loopback is configured: a veth pair gives the namespace one.
+    sys.ok(&[
+        "ip", "link", "add", "apa0", "type", "veth", "peer", "name", "apa1",
+    ]);
+    sys.ok(&["ip", "addr", "add", "10.254.254.1/30", "dev", "apa0"]);
+    sys.ok(&["ip", "link", "set", "apa0", "up"]);
+    sys.ok(&["ip", "link", "set", "apa1", "up"]);
+    for d in ["munge", "state", "spool", "log", "run"] {
+        std::fs::create_dir_all(sys.io.path(&format!("slurm/{d}"))).unwrap();
+    }
+    let lib = "/usr/libexec/arkouda-push-agent";
+    let conf = format!(
+        "ClusterName={CLUSTER}
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=/io/slurm/munge/munge.sock
+StateSaveLocation=/io/slurm/state
+SlurmdSpoolDir=/io/slurm/spool
+SlurmctldPidFile=/io/slurm/run/slurmctld.pid
+SlurmdPidFile=/io/slurm/run/slurmd.pid
+SlurmctldLogFile=/io/slurm/log/slurmctld.log
+SlurmdLogFile=/io/slurm/log/slurmd.log
+AccountingStorageType=accounting_storage/none
+{PLUGINS}Prolog={lib}/prolog
+Epilog={lib}/epilog
+EpilogSlurmctld={lib}/epilog-slurmctld
+PrologFlags=Alloc
+InactiveLimit=0
+MinJobAge=600
+KillWait=5
+SlurmdParameters=config_overrides
+NodeName={host} NodeAddr=127.0.0.1 CPUs=4 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"
+    );
+    std::fs::write(sys.io.path("slurm/slurm.conf"), conf).unwrap();
+    // The cgroup v2 plugin Slurm would pick under this systemd refuses a kernel that also
+    // mounts v1 hierarchies (this machine's); the cluster uses no cgroup plugin anyway.
+    std::fs::write(sys.io.path("slurm/cgroup.conf"), "CgroupPlugin=cgroup/v1\n").unwrap();
+    sys.ok(&["mungekey", "-c", "-k", "/io/slurm/munge/munge.key"]);
+    sys.ok(&[
+        "systemd-run",
+        "--unit=test-munged",
+        "/usr/sbin/munged",
+        "-F",
+        "--key-file=/io/slurm/munge/munge.key",
+        "--socket=/io/slurm/munge/munge.sock",
+        "--pid-file=/io/slurm/munge/munged.pid",
+        "--log-file=/io/slurm/munge/munged.log",
+        "--seed-file=/io/slurm/munge/munged.seed",
+    ]);
+    eventually(Duration::from_secs(10), "munged's socket", || {
+        if sys.io.path("slurm/munge/munge.sock").exists() {
+            Ok(())
+        } else {
+            Err(sys.ok(&["systemctl", "status", "--no-pager", "test-munged"]))
+        }
+    });
+    sys.ok(&[
+        "systemd-run",
+        "--unit=test-slurmctld",
+        "/usr/sbin/slurmctld",
+        "-D",
+        "-i",
+        "-f",
+        SLURM_CONF,
+    ]);
+    sys.ok(&[
+        "systemd-run",
+        "--unit=test-slurmd",
+        "/usr/sbin/slurmd",
+        "-D",
+        "-f",
+        SLURM_CONF,
+    ]);
+    eventually(Duration::from_secs(30), "the node to be idle", || {
+        let (_, out, err) = sys.run(
+            &[("SLURM_CONF", SLURM_CONF)],
+            &["sinfo", "-h", "-N", "-o", "%T"],
+        );
+        if out.trim() == "idle" {
+            Ok(())
+        } else {
+            let log = |f: &str| {
+                let text = std::fs::read_to_string(sys.io.path(f)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            };
+            Err(format!(
+                "{out}{err}\nslurmd: {}\nslurmctld: {}",
+                log("slurm/log/slurmd.log"),
+                log("slurm/log/slurmctld.log")
+            ))
+        }
+    });
+}
+
 /// The same package as a newer version (`VERSION+upgrade1`), as an upgrade ships it.
 fn newer_version(deb: &Path, dir: &Path) -> (PathBuf, String) {
     let tree = dir.join("newer");
@@ -369,6 +532,11 @@ fn live_systemd_package_lifecycle() {
         ("/usr/bin/curl", "curl"),
         ("/usr/bin/ps", "procps"),
         ("/usr/bin/prometheus-pushgateway", "prometheus-pushgateway"),
+        ("/usr/sbin/ip", "iproute2"),
+        ("/usr/sbin/munged", "munge"),
+        ("/usr/sbin/slurmctld", "slurm-wlm"),
+        ("/usr/sbin/slurmd", "slurm-wlm"),
+        ("/usr/bin/sbatch", "slurm-wlm"),
     ] {
         require(bin, pkg);
     }
@@ -440,6 +608,9 @@ fn live_systemd_package_lifecycle() {
         "--unit=test-pushgateway",
         "/usr/bin/prometheus-pushgateway",
         "--web.listen-address=127.0.0.1:9091",
+        // Debian's build persists to /var/lib/prometheus/pushgateway.data by default: the
+        // overlay shows the machine's file, and its groups would be loaded here.
+        "--persistence.file=",
     ]);
     let port = METRICS_PORT.to_string();
     sys.ok(&[
@@ -469,23 +640,26 @@ fn live_systemd_package_lifecycle() {
         }
     });
 
-    // The Prolog starts the job's unit; the agent runs as the unit says.
-    let unit = "arkouda-push-agent@101.service";
-    let prolog = sys.hook("prolog", "101");
-    assert!(prolog < PROLOG_LIMIT, "Prolog took {prolog:?}");
-    assert_eq!(sys.show(unit, "ActiveState"), "active");
-    let g = sys.wait_group("101", "job 101's group from its unit", |g| {
+    // Slurm inside, its daemons units; a job opted in by its comment: slurmd runs the
+    // installed Prolog, which starts the job's unit; the agent runs as the unit says.
+    start_slurm(&sys);
+    let id = sys.submit("first");
+    let unit = format!("arkouda-push-agent@{id}.service");
+    let g = sys.wait_group(&id, "the job's group from its unit", |g| {
         g.value("arkouda_up", &[]) == Some(1.0) && g.value("arkouda_locales", &[]) == Some(2.0)
     });
     assert_eq!(
         g.labels,
         labels(&[
             ("job", "arkouda"),
-            ("slurm_job_id", "101"),
-            ("cluster", "live")
+            ("slurm_job_id", &id),
+            ("cluster", CLUSTER)
         ])
     );
-    let main_pid = sys.show(unit, "MainPID");
+    assert_eq!(sys.show(&unit, "ActiveState"), "active");
+    let prolog = sys.hook_took(&id, "prolog");
+    assert!(prolog < PROLOG_LIMIT, "Prolog took {prolog:?}");
+    let main_pid = sys.show(&unit, "MainPID");
     let status = sys.ok(&["cat", &format!("/proc/{main_pid}/status")]);
     let field = |name: &str| {
         status
@@ -517,10 +691,10 @@ fn live_systemd_package_lifecycle() {
         "the locks stay writable"
     );
     assert!(
-        !ro(&mount_opts("/run/arkouda-push-agent/101.keys")),
+        !ro(&mount_opts(&format!("/run/arkouda-push-agent/{id}.keys"))),
         "its keys file stays writable"
     );
-    eprintln!("Prolog (systemctl start): {prolog:?}");
+    eprintln!("Prolog run by slurmd (systemctl start): {prolog:?}");
 
     // A newer version installed while the agent runs: the agent keeps pushing, the site's
     // config stays.
@@ -541,20 +715,26 @@ fn live_systemd_package_lifecycle() {
         config,
         "the conffile is kept"
     );
-    assert_eq!(sys.show(unit, "ActiveState"), "active");
-    let new_pid = sys.show(unit, "MainPID");
+    assert_eq!(sys.show(&unit, "ActiveState"), "active");
+    let new_pid = sys.show(&unit, "MainPID");
     eprintln!("agent pid {main_pid} before the upgrade, {new_pid} after");
-    sys.wait_group("101", "pushes after the upgrade", |g| {
+    sys.wait_group(&id, "pushes after the upgrade", |g| {
         g.value("arkouda_up", &[]) == Some(1.0)
             && g.value("arkouda_agent_last_success_timestamp_seconds", &[])
                 .is_some_and(|t| t > after)
     });
 
-    // The Epilog stops the unit; the agent deletes the group on its way out.
-    let epilog = sys.hook("epilog", "101");
-    let gone = sys.wait_gone("101", Duration::from_secs(5));
+    // The job ends: slurmd runs the (newer) Epilog, which stops the unit; the agent
+    // deletes the group on its way out.
+    let t = Instant::now();
+    std::fs::write(sys.io.path("stop-first"), "").unwrap();
+    sys.wait_state(&id, "COMPLETED");
+    let gone = sys.wait_gone(&id, Duration::from_secs(5)) + t.elapsed();
+    let epilog = sys.hook_took(&id, "epilog");
     assert!(epilog < EPILOG_LIMIT, "Epilog took {epilog:?}");
-    assert_eq!(sys.show(unit, "ActiveState"), "inactive");
+    let ctld = sys.hook_took(&id, "epilog-slurmctld");
+    assert!(ctld < CTLD_LIMIT, "EpilogSlurmctld took {ctld:?}");
+    assert_eq!(sys.show(&unit, "ActiveState"), "inactive");
     assert!(
         sys.processes_of(uid).is_empty(),
         "{:?}",
@@ -570,7 +750,7 @@ fn live_systemd_package_lifecycle() {
         ["/run/arkouda-push-agent/locks"],
         "the job's files are gone"
     );
-    eprintln!("Epilog (systemctl stop): {epilog:?}; group gone {gone:?} after it returned");
+    eprintln!("Epilog run by slurmd (systemctl stop): {epilog:?}; EpilogSlurmctld {ctld:?}; group gone {gone:?} after the job was told to end");
 
     // The long-lived unit: started, its group; stopped, gone.
     let defaults = sys.path("/etc/default/arkouda-push-agent");
@@ -581,17 +761,19 @@ fn live_systemd_package_lifecycle() {
     });
     sys.ok(&["systemctl", "stop", "arkouda-push-agent.service"]);
     sys.wait_gone("shared-server", Duration::from_secs(5));
-    std::fs::remove_file(&defaults).unwrap();
 
-    // The sweep timer, enabled as docs/install.md says; it runs the sweep service, which
-    // (Slurm unreachable here) lets the leases decide: an expired group goes, a running
-    // job's and a valid lease's stay.
-    sys.hook("prolog", "102");
-    sys.wait_group("102", "job 102's group", |g| {
+    // The sweep timer, enabled as docs/install.md says, with SLURM_CONF in
+    // /etc/default/arkouda-push-agent as its unit reads it. It runs the sweep service as
+    // the package's user under its hardening; that user sees every job (no PrivateData),
+    // so Slurm's answer decides: the groups of jobs Slurm does not run go, whatever their
+    // lease; the running job's stays.
+    std::fs::write(&defaults, format!("SLURM_CONF={SLURM_CONF}\n")).unwrap();
+    let running = sys.submit("second");
+    sys.wait_group(&running, "the second job's group", |g| {
         g.value("arkouda_up", &[]) == Some(1.0)
     });
     let lease = |job: &str, at: f64| {
-        let url = format!("{PUSHGATEWAY}/metrics/job/arkouda/slurm_job_id/{job}/cluster/live");
+        let url = format!("{PUSHGATEWAY}/metrics/job/arkouda/slurm_job_id/{job}/cluster/{CLUSTER}");
         // Typed as the agents push it: the Pushgateway refuses a family of two types.
         let name = "arkouda_agent_lease_expiry_timestamp_seconds";
         let body = format!("# TYPE {name} gauge\n{name} {at}\n");
@@ -642,18 +824,27 @@ fn live_systemd_package_lifecycle() {
             other => Err(format!("{other:?}")),
         },
     );
-    for job in ["901", "102"] {
-        assert_eq!(sys.job_groups(job).len(), 1, "job {job}'s group was kept");
-    }
+    assert!(
+        sys.job_groups("901").is_empty(),
+        "Slurm does not run job 901: its group goes"
+    );
+    assert_eq!(
+        sys.job_groups(&running).len(),
+        1,
+        "the running job's group is kept"
+    );
     let journal = sys.ok(&["journalctl", "--no-pager", "-u", sweep]);
-    assert!(journal.contains("1 deleted"), "{journal}");
+    assert!(
+        journal.contains("sweep: 2 deleted, 1 kept"),
+        "the sweep judged exactly the three groups, with Slurm's answer:\n{journal}"
+    );
 
-    // Purge with job 102's agent running: the agent is stopped and deletes its group; no
-    // user, config, enabled unit or process is left.
+    // Purge with the second job's agent running: the agent is stopped and deletes its
+    // group; no user, config, enabled unit or process is left.
     let t = Instant::now();
     sys.ok(&["dpkg", "--purge", PKG]);
     let purge = t.elapsed();
-    sys.wait_gone("102", Duration::from_secs(5));
+    sys.wait_gone(&running, Duration::from_secs(5));
     eprintln!("dpkg --purge with an agent running: {purge:?}");
     assert!(
         !sys.run(&[], &["getent", "passwd", USER]).0,
@@ -665,7 +856,10 @@ fn live_systemd_package_lifecycle() {
         .exists());
     assert_eq!(sys.show(timer, "ActiveState"), "inactive");
     assert_eq!(
-        sys.show("arkouda-push-agent@102.service", "ActiveState"),
+        sys.show(
+            &format!("arkouda-push-agent@{running}.service"),
+            "ActiveState"
+        ),
         "inactive"
     );
     assert_eq!(

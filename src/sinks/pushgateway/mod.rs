@@ -20,9 +20,9 @@ use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::time::Instant;
 
-use super::http::describe;
+use super::http::{describe, ClientOptions};
 use super::retry;
-use crate::secret::Secret;
+use sink::Layout;
 
 /// Content type of the text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -168,31 +168,57 @@ fn needs_base64(value: &str) -> bool {
     value.is_empty() || value.contains('/') || value == "." || value == ".."
 }
 
-/// How to reach and authenticate to the Pushgateway.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub url: String,
-    pub timeout: Duration,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub bearer_token: Option<Secret>,
-    pub ca_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
-    pub user_agent: String,
+/// How a job's groups are spread over several Pushgateways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushgatewayMode {
+    /// Each job to one Pushgateway, chosen by a stable hash of its job id.
+    Shard,
+    /// Each job to every Pushgateway (high availability).
+    All,
 }
 
-impl Options {
-    /// The HTTP side of these options, for [`super::http::client`].
-    pub fn client_options(&self) -> super::http::ClientOptions {
-        super::http::ClientOptions {
-            timeout: self.timeout,
-            user_agent: self.user_agent.clone(),
-            username: self.username.clone(),
-            password: self.password.clone(),
-            bearer_token: self.bearer_token.clone(),
-            ca_file: self.ca_file.clone(),
-            insecure_skip_verify: self.insecure_skip_verify,
+/// The Pushgateways and how a job's groups go to them: what the sink is configured with,
+/// and `delete`, `sweep` and the Slurm backstops with it (the `pushgateway*` keys,
+/// `layout`, `gzip_threshold`, `push_timeout`, `keys_file`, `no_push`).
+#[derive(Clone, Debug)]
+pub struct PushgatewaySettings {
+    /// Base URLs; empty: no Pushgateway.
+    pub urls: Vec<String>,
+    pub mode: PushgatewayMode,
+    pub layout: Layout,
+    /// Gzip request bodies of at least this many bytes (0: never).
+    pub gzip_threshold: u64,
+    /// Every request's timeout (`push_timeout`), User-Agent, auth and TLS.
+    pub client: ClientOptions,
+    /// run: where the sink records its groups' keys for the Slurm Epilog.
+    pub keys_file: Option<PathBuf>,
+    /// run: push nothing even to listed Pushgateways (scrape mode, remote write only).
+    pub no_push: bool,
+}
+
+impl PushgatewaySettings {
+    /// Whether `run` and `once` push to a Pushgateway at all (and so take the group's lock).
+    pub fn pushes(&self) -> bool {
+        !self.no_push && !self.urls.is_empty()
+    }
+
+    /// Every listed Pushgateway (`delete`, `check` and the Slurm backstops act on all).
+    pub fn every(&self) -> Result<Vec<Pushgateway>, PushError> {
+        self.urls
+            .iter()
+            .map(|url| Pushgateway::new(url, &self.client))
+            .collect()
+    }
+
+    /// The Pushgateways a job pushes to: in shard mode the one its job id hashes to, in
+    /// `all` mode every one.
+    pub fn of_job(&self, job_id: &str) -> Result<Vec<Pushgateway>, PushError> {
+        let mut all = self.every()?;
+        if self.mode == PushgatewayMode::Shard && all.len() > 1 {
+            let i = shard(job_id, all.len());
+            return Ok(vec![all.swap_remove(i)]);
         }
+        Ok(all)
     }
 }
 
@@ -257,7 +283,7 @@ pub const LISTING_LIMIT: usize = 128 << 20;
 pub struct Pushgateway {
     http: reqwest::Client,
     base: String,
-    opts: Options,
+    client: ClientOptions,
     /// [`LISTING_LIMIT`], lowered by tests.
     listing_limit: usize,
 }
@@ -266,30 +292,21 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
 impl Pushgateway {
-    pub fn new(opts: Options) -> Result<Pushgateway, PushError> {
+    /// The Pushgateway at base URL `url`, reached with `client`.
+    pub fn new(url: &str, client: &ClientOptions) -> Result<Pushgateway, PushError> {
         // Built where every HTTP sink builds its client (same TLS, auth and timeouts).
-        let http = super::http::client(&opts.client_options(), "pushgateway", &opts.url)
+        let http = super::http::client(client, "pushgateway", url)
             .map_err(|e| PushError::Setup(e.to_string()))?;
         Ok(Pushgateway {
             http,
-            base: opts.url.trim_end_matches('/').to_string(),
-            opts,
+            base: url.trim_end_matches('/').to_string(),
+            client: client.clone(),
             listing_limit: LISTING_LIMIT,
         })
     }
 
     pub fn url(&self) -> &str {
         &self.base
-    }
-
-    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if let Some(token) = &self.opts.bearer_token {
-            req.bearer_auth(token.expose())
-        } else if let Some(user) = &self.opts.username {
-            req.basic_auth(user, self.opts.password.as_ref().map(Secret::expose))
-        } else {
-            req
-        }
     }
 
     async fn send_once(
@@ -299,7 +316,7 @@ impl Pushgateway {
         url: &str,
         body: Option<Payload>,
     ) -> Result<reqwest::Response, PushError> {
-        let mut req = self.authed(self.http.request(method, url));
+        let mut req = super::http::authed(&self.client, self.http.request(method, url));
         if let Some(b) = body {
             req = req.header(reqwest::header::CONTENT_TYPE, TEXT_FORMAT);
             // Never on DELETE: only a body is ever compressed.
@@ -534,16 +551,18 @@ mod tests {
     }
 
     fn pgw(url: &str) -> Pushgateway {
-        Pushgateway::new(Options {
-            url: url.to_string(),
-            timeout: Duration::from_secs(20),
-            username: None,
-            password: None,
-            bearer_token: None,
-            ca_file: None,
-            insecure_skip_verify: false,
-            user_agent: "test".into(),
-        })
+        Pushgateway::new(
+            url,
+            &ClientOptions {
+                timeout: Duration::from_secs(20),
+                user_agent: "test".into(),
+                username: None,
+                password: None,
+                bearer_token: None,
+                ca_file: None,
+                insecure_skip_verify: false,
+            },
+        )
         .unwrap()
     }
 

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use std::path::PathBuf;
 
-use super::{keys_file, GroupingKey, Payload, PushError, Pushgateway};
+use super::{keys_file, GroupingKey, Payload, PushError, Pushgateway, PushgatewaySettings};
 use crate::model::{self, Family};
 use crate::sinks::{BoxFuture, CheckLine, Counters, Cycle, Sink};
 
@@ -71,13 +71,12 @@ pub struct PushgatewaySink {
 }
 
 impl PushgatewaySink {
-    /// `targets`: the job's Pushgateways (its shard, or every one).
+    /// `targets`: the Pushgateways of `settings` it pushes to (the job's shard, or every
+    /// one); `key`: the job's group.
     pub fn new(
+        settings: &PushgatewaySettings,
         targets: Vec<Pushgateway>,
         key: GroupingKey,
-        layout: Layout,
-        gzip_threshold: u64,
-        keys_file: Option<PathBuf>,
         counters: Arc<Counters>,
     ) -> PushgatewaySink {
         PushgatewaySink {
@@ -90,10 +89,10 @@ impl PushgatewaySink {
                 .collect(),
             groups: vec![key.clone()],
             key,
-            layout,
-            gzip_threshold,
+            layout: settings.layout,
+            gzip_threshold: settings.gzip_threshold,
             unsettled: false,
-            keys_file,
+            keys_file: settings.keys_file.clone(),
             counters,
             text: String::new(),
         }

@@ -21,6 +21,19 @@ use std::time::{Duration, Instant};
 
 use crate::common::{eventually, free_port, Proc, TempDir};
 
+/// The plugins and policies every test cluster shares: no cgroups, no accounting of job
+/// resources, one core per task, nodes back in service on their own.
+pub const PLUGINS: &str = "ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+MailProg=/bin/true
+ReturnToService=2
+";
+
 pub fn require(path: &str, package: &str) {
     assert!(
         Path::new(path).exists(),
@@ -261,17 +274,8 @@ SlurmctldPidFile={w}/run/slurmctld.pid
 SlurmdPidFile={w}/run/slurmd-%n.pid
 SlurmctldLogFile={w}/log/slurmctld.log
 SlurmdLogFile={w}/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
 {accounting}
-JobCompType=jobcomp/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-MailProg=/bin/true
-ReturnToService=2
-{prolog}{epilog}{epilog_ctld}PrologFlags=Alloc
+{PLUGINS}{prolog}{epilog}{epilog_ctld}PrologFlags=Alloc
 PrologEpilogTimeout=60
 InactiveLimit=0
 MinJobAge=600
