@@ -16,14 +16,7 @@ ROUNDS=${ROUNDS:-2}
 SIZES=${SIZES:-"1 1024 4096"}
 INTERVAL_MS=${INTERVAL_MS:-250}
 cargo build --release --quiet --bin arkouda-sim
-R="${CARGO_TARGET_DIR:-target}/release"
-W=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ready() { python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null; }
-cpu_ms() { cat /proc/$1/task/*/schedstat | awk '{s+=$1} END {printf "%.3f", s/1e6}'; }
+. benches/tools/common.sh
 cycles() { grep -c "cycle done" "$W/agent.log" 2>/dev/null || true; }
 
 echo "| locales | round | binary | agent CPU ms/cycle | agent RSS MiB |"
