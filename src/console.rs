@@ -44,6 +44,19 @@ pub fn err(args: fmt::Arguments<'_>) {
     write_to(&STDERR_GONE, &mut std::io::stderr().lock(), args, true);
 }
 
+/// Whether standard output goes to the systemd journal: systemd then sets `JOURNAL_STREAM`
+/// to that stream's `device:inode` (systemd.exec(5)). A report line printed there is
+/// already in the log, so a log line saying the same would be written twice.
+pub fn stdout_is_journal() -> bool {
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    match nix::sys::stat::fstat(std::io::stdout()) {
+        Ok(st) => stream == format!("{}:{}", st.st_dev, st.st_ino),
+        Err(_) => false,
+    }
+}
+
 /// `println!` that ends quietly on a closed pipe (see [`crate::console`]).
 #[macro_export]
 macro_rules! outln {
@@ -58,6 +71,20 @@ macro_rules! errln {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stdout_is_the_journal_only_when_journal_stream_names_it() {
+        // A test's stdout is a pipe or a file, never the journal, and no JOURNAL_STREAM
+        // can name it without being its own device and inode.
+        let st = nix::sys::stat::fstat(std::io::stdout()).expect("fstat stdout");
+        let theirs = format!("{}:{}", st.st_dev, st.st_ino + 1);
+        std::env::set_var("JOURNAL_STREAM", &theirs);
+        assert!(!super::stdout_is_journal());
+        std::env::set_var("JOURNAL_STREAM", format!("{}:{}", st.st_dev, st.st_ino));
+        assert!(super::stdout_is_journal());
+        std::env::remove_var("JOURNAL_STREAM");
+        assert!(!super::stdout_is_journal());
+    }
+
     use super::*;
 
     /// A writer whose reader has gone: every write fails, as on EPIPE.

@@ -496,6 +496,9 @@ pub async fn sweep(
     dry_run: bool,
 ) -> anyhow::Result<bool> {
     let pgws = pushgateway.every()?;
+    // Under systemd the report below and the log share the journal: log only what the
+    // report does not already say there.
+    let log_too = !crate::console::stdout_is_journal();
     let mut ok = true;
     let mut found = Vec::new();
     let mut others = 0usize;
@@ -525,7 +528,9 @@ pub async fn sweep(
             }
             Err(e) => {
                 crate::outln!("cannot list the groups of {}: {e}", pgw.url());
-                tracing::error!(error = %e, "cannot list the Pushgateway's groups");
+                if log_too {
+                    tracing::error!(error = %e, "cannot list the Pushgateway's groups");
+                }
                 ok = false;
             }
         }
@@ -572,14 +577,18 @@ pub async fn sweep(
                     None => crate::outln!("scheduler check: squeue lists {} jobs", ids.len()),
                     Some(why) => {
                         crate::outln!("scheduler check: squeue lists {} jobs, a partial view: {why}; the groups of jobs it does not list are judged by their leases, grace {grace}", ids.len());
-                        tracing::info!(reason = %why, "Slurm's view is partial; leases decide for the jobs squeue does not list");
+                        if log_too {
+                            tracing::info!(reason = %why, "Slurm's view is partial; leases decide for the jobs squeue does not list");
+                        }
                     }
                 }
                 Scheduler::Jobs { ids, partial }
             }
             Err(e) => {
                 crate::outln!("scheduler check skipped: {e}; leases decide, grace {grace}");
-                tracing::warn!(error = %e, "cannot ask Slurm; the groups' leases decide");
+                if log_too {
+                    tracing::warn!(error = %e, "cannot ask Slurm; the groups' leases decide");
+                }
                 Scheduler::Unavailable(e)
             }
         }
@@ -629,7 +638,9 @@ pub async fn sweep(
             {
                 Ok(()) => {
                     crate::outln!("deleted {place}: {why}");
-                    tracing::info!(group = %place, reason = %why, "deleted a group");
+                    if log_too {
+                        tracing::info!(group = %place, reason = %why, "deleted a group");
+                    }
                     deleted += 1;
                 }
                 Err(e) => {

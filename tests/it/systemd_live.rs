@@ -838,6 +838,13 @@ fn live_systemd_package_lifecycle() {
         journal.contains("sweep: 2 deleted, 1 kept"),
         "the sweep judged exactly the three groups, with Slurm's answer:\n{journal}"
     );
+    // Its report and its log share the journal: each deletion is written there once.
+    let deletion = format!("slurm_job_id/900/cluster/{CLUSTER}");
+    assert_eq!(
+        journal.lines().filter(|l| l.contains(&deletion)).count(),
+        1,
+        "{journal}"
+    );
 
     // Purge with the second job's agent running: the agent is stopped and deletes its
     // group; no user, config, enabled unit or process is left.
