@@ -748,15 +748,22 @@ fn two_jobs_at_once(c: &Cluster) {
     c.assert_no_agent(&b.id);
 }
 
-fn srun_job(c: &Cluster, name: &str, exit: i32) -> (String, PathBuf, PathBuf, u16) {
+fn srun_job(
+    c: &Cluster,
+    name: &str,
+    exit: i32,
+    comment: Option<&str>,
+) -> (String, PathBuf, PathBuf, u16) {
     let port = free_port();
     let config = c.path(&format!("config/srun-{name}.toml"));
+    // The site's config as the job sees it: its state_dir is the hooks'.
     write_file(
         &config,
         &format!(
-            "pushgateway = \"{}\"\ninterval = \"300ms\"\nmetrics_port = {port}\nlock_dir = \"{}\"\n",
+            "pushgateway = \"{}\"\ninterval = \"300ms\"\nmetrics_port = {port}\nlock_dir = \"{}\"\n[slurm]\nstate_dir = \"{}\"\n",
             c.pg.url,
-            c.path("locks").display()
+            c.path("locks").display(),
+            c.path("agents").display()
         ),
         0o644,
     );
@@ -768,7 +775,7 @@ fn srun_job(c: &Cluster, name: &str, exit: i32) -> (String, PathBuf, PathBuf, u1
     let w = |p: &Path| p.display().to_string();
     let id = c.submit(&JobSpec {
         name: name.to_string(),
-        comment: None,
+        comment: comment.map(str::to_string),
         partition: None,
         script,
         env: vec![
@@ -793,7 +800,7 @@ fn srun_job(c: &Cluster, name: &str, exit: i32) -> (String, PathBuf, PathBuf, u1
 /// server's arguments unchanged, METRICS_SERVER_PORT from the config, its exit code
 /// passed through.
 fn arkouda_srun_exit_code(c: &Cluster) {
-    let (id, record, stop, port) = srun_job(c, "srun-exit", 7);
+    let (id, record, stop, port) = srun_job(c, "srun-exit", 7, None);
     c.wait_live_group(&id, 4, &c.group_labels(&id));
     let args = std::fs::read_to_string(record.with_extension("fake.args")).unwrap();
     assert_eq!(
@@ -824,12 +831,41 @@ fn arkouda_srun_exit_code(c: &Cluster) {
 
 /// scancel of an arkouda-srun job removes the group.
 fn arkouda_srun_scancel(c: &Cluster) {
-    let (id, _record, _stop, _port) = srun_job(c, "srun-scancel", 0);
+    let (id, _record, _stop, _port) = srun_job(c, "srun-scancel", 0, None);
     c.wait_live_group(&id, 4, &c.group_labels(&id));
     let (ok, out) = c.slurm("/usr/bin/scancel", &[&id]);
     assert!(ok, "{out}");
     c.pg.wait_gone(&id, Duration::from_secs(5));
     c.wait_state(&id, &["CANCELLED"], HOOK_DONE);
+    c.assert_epilog(&id, Some(0));
+    c.assert_no_agent(&id);
+}
+
+/// arkouda-srun in a job the site's Prolog already gives an agent: one agent for the job,
+/// the Prolog's (as `slurm.run_as`, no `--watch-pid`), none from arkouda-srun, which says so;
+/// at the job's end the Epilog stops it and the group goes.
+fn arkouda_srun_beside_the_prologs_agent(c: &Cluster) {
+    let (id, _record, stop, _port) = srun_job(c, "srun-prolog", 0, Some("arkouda-metrics"));
+    let out = c.path("jobs/srun-prolog.out");
+    let said = eventually(JOB_START, "arkouda-srun to see the Prolog's agent", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains("arkouda-srun: the site's Prolog runs this job's agent") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    c.prolog_agent(&id);
+    c.pg.wait_group(&id, "the Prolog agent's group", |_| true);
+    let agents = agents_of(&id);
+    assert_eq!(agents.len(), 1, "one agent for the job: {agents:?}\n{said}");
+    assert!(
+        !agents[0].argv.iter().any(|a| a == "--watch-pid"),
+        "the agent is the Prolog's, not arkouda-srun's: {agents:?}"
+    );
+    write_file(&stop, "", 0o644);
+    c.wait_state(&id, &["COMPLETED"], HOOK_DONE);
+    c.pg.wait_gone(&id, Duration::from_secs(5));
     c.assert_epilog(&id, Some(0));
     c.assert_no_agent(&id);
 }
@@ -1038,6 +1074,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("two_jobs_at_once", two_jobs_at_once),
     ("arkouda_srun_exit_code", arkouda_srun_exit_code),
     ("arkouda_srun_scancel", arkouda_srun_scancel),
+    (
+        "arkouda_srun_beside_the_prologs_agent",
+        arkouda_srun_beside_the_prologs_agent,
+    ),
     ("admin_comment", admin_comment),
 ];
 
