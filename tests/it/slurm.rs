@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::slurm_cluster::{
-    kill9, mkdir, processes, require, write_file, Hooks, ProcInfo, Site, SlurmCluster,
+    hook_end, kill9, mkdir, processes, require, write_file, HookEnd, Hooks, ProcInfo, Site,
+    SlurmCluster,
 };
 use arkouda_push_agent::slurm::actions::is_agent_of;
 
@@ -53,13 +54,6 @@ fn proc_field(pid: i32, n: usize) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     rest.split_whitespace().nth(n - 3)?.parse().ok()
-}
-
-/// One line of the hooks' log: `… arkouda-push-agent[JOB] HOOK: end rc=RC after MS ms`.
-#[derive(Debug, Clone)]
-struct HookEnd {
-    rc: Option<i32>,
-    ms: u64,
 }
 
 /// The file's cluster (tests/common/slurm.rs) with the repository's hooks behind test
@@ -279,19 +273,10 @@ exit "${{FAKE_EXIT:-0}}"
     /// Waits for the hook's `end` line; returns its exit code and duration.
     fn wait_hook_end(&self, id: &str, hook: &str) -> HookEnd {
         eventually(HOOK_DONE, &format!("the {hook} of job {id} to end"), || {
-            for line in self.hook_lines(id, hook) {
-                let Some(rest) = line.split(&format!("{hook}: end rc=")).nth(1) else {
-                    continue;
-                };
-                let mut words = rest.split_whitespace();
-                let rc = words.next().and_then(|r| r.parse().ok());
-                let ms = words
-                    .nth(1)
-                    .and_then(|m| m.parse().ok())
-                    .unwrap_or(u64::MAX);
-                return Ok(HookEnd { rc, ms });
-            }
-            Err(self.hook_log(id, hook))
+            self.hook_lines(id, hook)
+                .iter()
+                .find_map(|l| hook_end(l, hook))
+                .ok_or_else(|| self.hook_log(id, hook))
         })
     }
 
@@ -310,26 +295,23 @@ exit "${{FAKE_EXIT:-0}}"
 
     /// The prolog ended with `rc` in under 5 s and the job ran.
     fn assert_prolog(&self, id: &str, rc: Option<i32>) -> HookEnd {
-        let end = self.wait_hook_end(id, "prolog");
-        assert_eq!(
-            end.rc,
-            rc,
-            "prolog of job {id}:\n{}",
-            self.hook_log(id, "prolog")
-        );
-        assert!(end.ms < 5000, "prolog of job {id} took {} ms", end.ms);
-        end
+        self.assert_hook(id, "prolog", rc, 5000)
     }
 
     fn assert_epilog(&self, id: &str, rc: Option<i32>) -> HookEnd {
-        let end = self.wait_hook_end(id, "epilog");
+        self.assert_hook(id, "epilog", rc, 10_000)
+    }
+
+    /// The hook ended with `rc` in under `within_ms`.
+    fn assert_hook(&self, id: &str, hook: &str, rc: Option<i32>, within_ms: u64) -> HookEnd {
+        let end = self.wait_hook_end(id, hook);
         assert_eq!(
             end.rc,
             rc,
-            "epilog of job {id}:\n{}",
-            self.hook_log(id, "epilog")
+            "{hook} of job {id}:\n{}",
+            self.hook_log(id, hook)
         );
-        assert!(end.ms < 10_000, "epilog of job {id} took {} ms", end.ms);
+        assert!(end.ms < within_ms, "{hook} of job {id} took {} ms", end.ms);
         end
     }
 
@@ -1537,13 +1519,8 @@ exit 0
     fn hook_ends(&self, node: &str, id: &str, hook: &str) -> Vec<(Option<i32>, u64)> {
         self.hook_lines(node, id, hook)
             .iter()
-            .filter_map(|l| l.split(&format!("{hook}: end rc=")).nth(1))
-            .map(|rest| {
-                let mut w = rest.split_whitespace();
-                let rc = w.next().and_then(|r| r.parse().ok());
-                let ms = w.nth(1).and_then(|m| m.parse().ok()).unwrap_or(u64::MAX);
-                (rc, ms)
-            })
+            .filter_map(|l| hook_end(l, hook))
+            .map(|e| (e.rc, e.ms))
             .collect()
     }
 

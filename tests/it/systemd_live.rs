@@ -26,7 +26,7 @@ use arkouda_push_agent::slurm::hooks::{CTLD_LIMIT, EPILOG_LIMIT, PROLOG_LIMIT};
 
 use crate::common::*;
 use crate::deb::{build_deb, machine_lock, run};
-use crate::slurm_cluster::{require, PLUGINS};
+use crate::slurm_cluster::{hook_end, mount_ns, require, HookEnd, PLUGINS};
 
 const INIT: &str = include_str!("systemd_live_init.sh");
 /// The only unit the booted systemd is asked to reach (it pulls in sysinit.target alone).
@@ -61,10 +61,6 @@ fn cgroup2_root() -> PathBuf {
         }
     }
     panic!("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
-}
-
-fn mount_ns(pid: &str) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
 }
 
 impl LiveSystemd {
@@ -141,18 +137,28 @@ impl LiveSystemd {
     /// Panics unless `pid` is still the namespace's systemd: a reused pid would send the
     /// command to the machine.
     fn guard(&self) {
+        if let Err(e) = self.still_ours() {
+            panic!("{e}");
+        }
+    }
+
+    /// Whether `pid` is still the namespace's systemd (a question, not an assertion: the
+    /// drop asks it while a failed test unwinds, where a panic would abort).
+    fn still_ours(&self) -> Result<(), String> {
         let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid));
-        assert!(
-            exe.as_ref().is_ok_and(|e| e.ends_with("systemd")),
-            "pid {} is no longer the test's systemd ({exe:?})",
-            self.pid
-        );
-        assert_ne!(
-            mount_ns(&self.pid.to_string()),
-            mount_ns("self"),
-            "pid {} shares this machine's mount namespace",
-            self.pid
-        );
+        if !exe.as_ref().is_ok_and(|e| e.ends_with("systemd")) {
+            return Err(format!(
+                "pid {} is no longer the test's systemd ({exe:?})",
+                self.pid
+            ));
+        }
+        if mount_ns(self.pid) == mount_ns(std::process::id() as i32) {
+            return Err(format!(
+                "pid {} shares this machine's mount namespace",
+                self.pid
+            ));
+        }
+        Ok(())
     }
 
     /// Runs a command inside, with a clean environment plus `env`: (success, stdout, stderr).
@@ -202,34 +208,17 @@ impl LiveSystemd {
     }
 
     fn job_groups(&self, job: &str) -> Vec<Group> {
-        self.groups()
-            .into_iter()
-            .filter(|g| g.labels.get("slurm_job_id").map(String::as_str) == Some(job))
-            .collect()
+        of_job(self.groups(), job)
     }
 
     fn wait_group(&self, job: &str, what: &str, ok: impl Fn(&Group) -> bool) -> Group {
-        eventually(Duration::from_secs(15), what, || {
-            match self.job_groups(job).as_slice() {
-                [g] if ok(g) => Ok(g.clone()),
-                other => Err(format!("{other:?}")),
-            }
-        })
+        wait_one_group(|| self.groups(), job, what, ok)
     }
 
+    /// Waits until the job's group is gone; how long that took.
     fn wait_gone(&self, job: &str, limit: Duration) -> Duration {
         let t = Instant::now();
-        eventually(limit, &format!("job {job}'s group to be gone"), || {
-            let left = self.job_groups(job);
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{:?}",
-                    left.iter().map(|g| &g.labels).collect::<Vec<_>>()
-                ))
-            }
-        });
+        wait_no_group(|| self.groups(), job, limit);
         t.elapsed()
     }
 
@@ -279,7 +268,6 @@ impl LiveSystemd {
     /// How long a hook of job `id` took, from its "end" line in the journal, found the way
     /// docs/troubleshooting.md says (journald files the tag's job id as `SYSLOG_PID`).
     fn hook_took(&self, id: &str, hook: &str) -> Duration {
-        let needle = format!("{hook}: end rc=0 after ");
         let pid = format!("SYSLOG_PID={id}");
         eventually(
             Duration::from_secs(15),
@@ -294,12 +282,12 @@ impl LiveSystemd {
                     "arkouda-push-agent",
                     &pid,
                 ]);
-                lines
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&needle))
-                    .and_then(|ms| ms.trim_end_matches(" ms").trim().parse().ok())
-                    .map(Duration::from_millis)
-                    .ok_or_else(|| format!("no `{needle}` line of job {id} yet:\n{lines}"))
+                match lines.lines().find_map(|l| hook_end(l, hook)) {
+                    Some(HookEnd { rc: Some(0), ms }) => Ok(Duration::from_millis(ms)),
+                    _ => Err(format!(
+                        "no `{hook}: end rc=0` line of job {id} yet:\n{lines}"
+                    )),
+                }
             },
         )
     }
@@ -316,7 +304,7 @@ impl LiveSystemd {
 
 impl Drop for LiveSystemd {
     fn drop(&mut self) {
-        if self.pid > 0 && self.guard_quiet() {
+        if self.pid > 0 && self.still_ours().is_ok() {
             if std::thread::panicking() {
                 let (_, journal, _) = self.run(&[], &["journalctl", "--no-pager", "-n", "150"]);
                 eprintln!("----- journal of the test's systemd -----\n{journal}");
@@ -334,19 +322,13 @@ impl Drop for LiveSystemd {
         }
         if matches!(self.unshare.try_wait(), Ok(None)) {
             // The end of the namespace's PID 1 ends every process in it.
-            if self.pid > 0 && self.guard_quiet() {
+            if self.pid > 0 && self.still_ours().is_ok() {
                 unsafe { libc::kill(self.pid, libc::SIGKILL) };
             }
             let _ = self.unshare.kill();
             let _ = self.unshare.wait();
         }
         remove_cgroup(&self.cgroup);
-    }
-}
-
-impl LiveSystemd {
-    fn guard_quiet(&self) -> bool {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.guard())).is_ok()
     }
 }
 

@@ -184,6 +184,46 @@ impl Group {
     }
 }
 
+/// The groups among `groups` whose `slurm_job_id` is `job_id`.
+pub fn of_job(groups: Vec<Group>, job_id: &str) -> Vec<Group> {
+    groups
+        .into_iter()
+        .filter(|g| g.labels.get("slurm_job_id").map(String::as_str) == Some(job_id))
+        .collect()
+}
+
+/// Waits until `groups()` (a Pushgateway's, however it is asked) holds exactly one group of
+/// the job satisfying `ok`, and returns it.
+pub fn wait_one_group(
+    groups: impl Fn() -> Vec<Group>,
+    job_id: &str,
+    what: &str,
+    ok: impl Fn(&Group) -> bool,
+) -> Group {
+    eventually(Duration::from_secs(15), what, || {
+        match of_job(groups(), job_id).as_slice() {
+            [g] if ok(g) => Ok(g.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+}
+
+/// Waits until `groups()` holds no group of the job.
+pub fn wait_no_group(groups: impl Fn() -> Vec<Group>, job_id: &str, limit: Duration) {
+    eventually(limit, &format!("job {job_id}'s groups to be gone"), || {
+        let left = of_job(groups(), job_id);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} groups left: {:?}",
+                left.len(),
+                left.iter().map(|g| &g.labels).collect::<Vec<_>>()
+            ))
+        }
+    })
+}
+
 /// The groups of a Pushgateway's `GET /api/v1/metrics` answer, with their series.
 pub fn parse_groups(v: &serde_json::Value) -> Vec<Group> {
     let mut out = Vec::new();
@@ -307,37 +347,17 @@ impl Pushgateway {
 
     /// The groups whose `slurm_job_id` is `job_id`.
     pub fn job_groups(&self, job_id: &str) -> Vec<Group> {
-        self.groups()
-            .into_iter()
-            .filter(|g| g.labels.get("slurm_job_id").map(String::as_str) == Some(job_id))
-            .collect()
+        of_job(self.groups(), job_id)
     }
 
     /// Waits until the job has exactly one group satisfying `ok`, and returns it.
     pub fn wait_group(&self, job_id: &str, what: &str, ok: impl Fn(&Group) -> bool) -> Group {
-        eventually(Duration::from_secs(15), what, || {
-            let groups = self.job_groups(job_id);
-            match groups.as_slice() {
-                [g] if ok(g) => Ok(g.clone()),
-                other => Err(format!("{other:?}")),
-            }
-        })
+        wait_one_group(|| self.groups(), job_id, what, ok)
     }
 
     /// Waits until the job has no group left.
     pub fn wait_gone(&self, job_id: &str, limit: Duration) {
-        eventually(limit, &format!("job {job_id}'s groups to be gone"), || {
-            let groups = self.job_groups(job_id);
-            if groups.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} groups left: {:?}",
-                    groups.len(),
-                    groups.iter().map(|g| &g.labels).collect::<Vec<_>>()
-                ))
-            }
-        })
+        wait_no_group(|| self.groups(), job_id, limit)
     }
 
     pub fn port(&self) -> u16 {

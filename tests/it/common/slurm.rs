@@ -34,6 +34,26 @@ MailProg=/bin/true
 ReturnToService=2
 ";
 
+/// How a hook run ended, from its `<hook>: end rc=<code> after <ms> ms` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookEnd {
+    /// None: `rc=none` (the binary was not run).
+    pub rc: Option<i32>,
+    pub ms: u64,
+}
+
+/// The end of `hook`'s run, if `line` is its `end` line.
+pub fn hook_end(line: &str, hook: &str) -> Option<HookEnd> {
+    let rest = line.split(&format!("{hook}: end rc=")).nth(1)?;
+    let mut words = rest.split_whitespace();
+    let rc = words.next().and_then(|r| r.parse().ok());
+    let ms = words
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(u64::MAX);
+    Some(HookEnd { rc, ms })
+}
+
 pub fn require(path: &str, package: &str) {
     assert!(
         Path::new(path).exists(),
